@@ -1,0 +1,141 @@
+"""Crafting adversarial examples for a dataset split and saving them (``.npz``, no pickle) with a picture."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from .data import Dataset
+from .errors import AdvcliError
+from .evaluation import EvalConfig, clean_predictions, load_for_evaluation, robust_predictions, select_samples
+from .provenance import package_versions, utc_now
+from .runs import DEFAULT_RUNS_DIR, Run
+
+
+@dataclass
+class CraftConfig:
+    """Everything that decides an ``advcli attack`` job."""
+
+    model: Optional[str] = None
+    data: Optional[str] = None
+    split: str = "test"
+    attack: str = "bim"
+    eps: float = 0.1
+    alpha: Optional[float] = None
+    iters: Optional[int] = None
+    restarts: int = 1
+    init: Optional[str] = None
+    clip: bool = True
+    samples: Optional[int] = None
+    seed: int = 0
+    batch_size: int = 500
+    device: str = "auto"
+    out: Optional[str] = None
+    grid: Optional[str] = None
+
+    def as_eval_config(self) -> EvalConfig:
+        fields = {k: v for k, v in asdict(self).items() if k not in ("attack", "out", "grid")}
+        return EvalConfig(attacks=(self.attack,), **fields)
+
+
+@dataclass
+class CraftResult:
+    path: Path
+    grid: Path
+    run: str
+    samples: int
+    clean_accuracy: float
+    adversarial_accuracy: float
+    attack: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"adversarials": str(self.path), "grid": str(self.grid), "model": self.run,
+                "samples": self.samples, "clean_accuracy": self.clean_accuracy,
+                "adversarial_accuracy": self.adversarial_accuracy, "attack": self.attack}
+
+
+def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def craft(
+    config: Optional[CraftConfig] = None,
+    *,
+    run: Optional[Run] = None,
+    dataset: Optional[Dataset] = None,
+    runs_dir: Path | str = DEFAULT_RUNS_DIR,
+    on_progress: Optional[Callable[[str, int, int], None]] = None,
+    **overrides: Any,
+) -> CraftResult:
+    """Attack a model on a dataset split; save originals, adversarials, labels and predictions.
+
+    Output defaults to ``<run>/attacks/<attack>-eps<eps>-<split>.npz`` with a 4x4 PNG grid beside it.
+    An existing output file is never overwritten.
+    """
+    config = CraftConfig(**{**asdict(config or CraftConfig()), **overrides})
+    eval_config = config.as_eval_config()
+    eval_config.validate()
+    (attack,) = eval_config.resolved_attacks()
+    if run is None:
+        run, loaded, _ = load_for_evaluation(eval_config, runs_dir)
+        dataset = dataset or loaded
+    elif dataset is None:
+        raise AdvcliError("craft: pass the dataset together with the run")
+    out = Path(config.out) if config.out else run.path / "attacks" / f"{attack.name}-eps{attack.eps:g}-{config.split}.npz"
+    if out.suffix != ".npz":
+        raise AdvcliError(f"--out must end in .npz, got {out}")
+    grid = Path(config.grid) if config.grid else out.with_suffix(".png")
+    for target in (out, grid):
+        if target.exists():
+            raise AdvcliError(f"{target} already exists; choose another --out/--grid (results are never overwritten)")
+
+    device = next(run.model.parameters()).device
+    x_all, y_all = dataset.split(config.split)
+    picks = select_samples(len(x_all), config.samples, config.seed)
+    x, y = x_all[picks], y_all[picks]
+    clean_pred = clean_predictions(run.model, x, batch_size=config.batch_size, device=device)
+    done = 0
+
+    def advance(batch: int) -> None:
+        nonlocal done
+        done += batch
+        if on_progress is not None:
+            on_progress(attack.name, done, len(x))
+
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    adv_pred, _, x_adv = robust_predictions(
+        run.model, x, y, attack, batch_size=config.batch_size, device=device,
+        generator=generator, on_batch=advance, keep_adversarials=True,
+    )
+    meta = {"model": str(run.path), "model_fingerprint": run.fingerprint, "data": dataset.spec,
+            "data_fingerprint": dataset.fingerprint, "split": config.split, "attack": attack.to_dict(),
+            "config": asdict(config), "classes": list(dataset.classes), "versions": package_versions(),
+            "created": utc_now()}
+    _save_npz_atomic(out, {
+        "originals": x.numpy(), "adversarials": x_adv.numpy(), "labels": y.numpy(),
+        "clean_predictions": clean_pred.numpy(), "adversarial_predictions": adv_pred.numpy(),
+        "indices": picks.numpy(), "meta": np.array(json.dumps(meta)),
+    })
+    from .plots import save_prediction_grid
+
+    save_prediction_grid(x_adv.numpy(), adv_pred.tolist(), y.tolist(), dataset.classes, grid, seed=config.seed)
+    return CraftResult(
+        path=out, grid=grid, run=str(run.path), samples=len(x),
+        clean_accuracy=float((clean_pred == y).float().mean()),
+        adversarial_accuracy=float((adv_pred == y).float().mean()), attack=attack.to_dict(),
+    )

@@ -1,0 +1,72 @@
+"""PNG figures: training-loss curves and grids of predictions. Matplotlib is imported lazily."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_loss_curve(history: Sequence[dict[str, Any]], path: Path, *, title: str = "Training loss") -> None:
+    """Per-iteration loss with a moving average, epochs marked on a secondary axis label."""
+    plt = _pyplot()
+    iterations = np.array([row["iteration"] for row in history], dtype=float)
+    losses = np.array([row["loss"] for row in history], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if len(losses):
+        ax.plot(iterations, losses, color="#9ecae1", linewidth=0.8, label="loss")
+        window = max(1, min(50, len(losses) // 10))
+        if window > 1:
+            smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+            ax.plot(iterations[window - 1:], smooth, color="#08519c", linewidth=1.6, label=f"mean of {window}")
+        ax.legend(loc="upper right")
+    ax.set_xlabel("Iteration")
+    ax.set_ylabel("Loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_prediction_grid(
+    images: np.ndarray,
+    predictions: Sequence[int],
+    labels: Sequence[int],
+    classes: Sequence[str],
+    path: Path,
+    *,
+    rows: int = 4,
+    cols: int = 4,
+    seed: int = 0,
+) -> None:
+    """A rows×cols grid of random images titled with the predicted class: green right, red wrong."""
+    plt = _pyplot()
+    count = min(rows * cols, len(images))
+    picks = np.random.default_rng(seed).choice(len(images), size=count, replace=False) if count else []
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), dpi=100)
+    for slot, ax in enumerate(np.asarray(axes).ravel()):
+        ax.axis("off")
+        if slot >= count:
+            continue
+        index = int(picks[slot])
+        image = np.clip(np.asarray(images[index], dtype=np.float32), 0, 1)
+        if image.shape[0] == 1:
+            ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(np.transpose(image, (1, 2, 0)))
+        correct = int(predictions[index]) == int(labels[index])
+        ax.set_title(f"Prediction: {classes[int(predictions[index])]}", color="green" if correct else "red", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,71 @@
+"""Shared fixtures: small deterministic data and models, so every test runs in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from advcli.data import generate_digits, load_dataset
+from advcli.training import TrainConfig, train
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory) -> Path:
+    """A small digits dataset (600 train, 200 test) as an npz file, in the `npz:` format."""
+    x_train, y_train, x_test, y_test = generate_digits(n_train=600, n_test=200, seed=7)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_npz: Path) -> str:
+    return f"npz:{tiny_npz}"
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_spec: str):
+    return load_dataset(tiny_spec)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_dataset, tiny_spec) -> Path:
+    """A standard seed-cnn run trained briefly on the tiny data (good clean accuracy, not robust)."""
+    runs = tmp_path_factory.mktemp("runs")
+    path, _ = train(TrainConfig(data=tiny_spec, epochs=10, device="cpu"), out=runs / "standard", dataset=tiny_dataset)
+    return path
+
+
+class LinearNet(nn.Module):
+    """A fixed, deterministic linear classifier on 1x8x8 inputs."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.linear = nn.Linear(64, 4)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(4, 64, generator=generator))
+            self.linear.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+@pytest.fixture
+def linear_model() -> LinearNet:
+    return LinearNet()
+
+
+@pytest.fixture
+def linear_batch(linear_model) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs in [0, 1] with labels set to the model's own clean predictions (all clean-correct)."""
+    x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = linear_model(x).argmax(1)
+    return x, y

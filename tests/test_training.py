@@ -1,0 +1,85 @@
+"""Training contracts: determinism, validation, adversarial steps within bounds, graceful stop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advcli.attacks import perturb
+from advcli.errors import AdvcliError
+from advcli.models import MODELS, build_model
+from advcli.training import TrainConfig, train, train_model
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_training_is_deterministic_for_a_seed(tiny_dataset, tiny_spec):
+    config = TrainConfig(data=tiny_spec, epochs=1, device="cpu", method="fgsm-rs", eps=0.1)
+    first = _weights(train_model(config, dataset=tiny_dataset).model)
+    second = _weights(train_model(config, dataset=tiny_dataset).model)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    config.seed = 1
+    third = _weights(train_model(config, dataset=tiny_dataset).model)
+    assert not all(torch.equal(first[k], third[k]) for k in first)
+
+
+def test_history_records_every_iteration(tiny_dataset, tiny_spec):
+    result = train_model(TrainConfig(data=tiny_spec, epochs=2, batch_size=100, device="cpu"), dataset=tiny_dataset)
+    assert [row["iteration"] for row in result.history] == list(range(1, 13))
+    assert {row["epoch"] for row in result.history} == {1, 2}
+    assert result.metrics["epochs_completed"] == 2 and not result.interrupted
+    assert 0 <= result.metrics["clean_test_accuracy"] <= 1
+
+
+def test_should_stop_ends_after_the_current_iteration(tiny_dataset, tiny_spec, tmp_path):
+    calls = []
+
+    def stop_after_three():
+        calls.append(1)
+        return len(calls) >= 3
+
+    path, result = train(TrainConfig(data=tiny_spec, epochs=5, device="cpu"), out=tmp_path / "stopped",
+                         dataset=tiny_dataset, should_stop=stop_after_three)
+    assert result.interrupted and result.metrics["iterations"] == 3
+    assert (path / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"lr": float("nan")}, {"momentum": 1.0},
+        {"method": "fgsm-rs", "eps": 0.0}, {"method": "fgsm-rs", "eps": -0.1}, {"method": "fgsm-rs", "eps": 0.1, "alpha": -1.0},
+        {"method": "fgsm-rs", "eps": 0.1, "init": "gaussian"}, {"method": "fgsm-rs", "eps": 0.1, "iters": 0},
+        {"method": "magic"}, {"model": "vgg"},
+    ],
+)
+def test_invalid_training_config_is_rejected(overrides):
+    with pytest.raises(AdvcliError):
+        TrainConfig(**overrides).validate()
+
+
+def test_fgsm_rs_default_step_is_one_and_a_quarter_eps():
+    assert TrainConfig(method="fgsm-rs", eps=0.1).step_size == pytest.approx(0.125)
+    assert TrainConfig(method="fgsm-rs", eps=0.1, alpha=0.05).step_size == 0.05
+
+
+@pytest.mark.parametrize("random_init", [True, False])
+def test_training_perturbation_respects_its_bounds(random_init, linear_model, linear_batch):
+    x, y = linear_batch
+    linear_model.train()
+    x_adv = perturb(linear_model, x, y, eps=0.1, alpha=0.125, steps=1, random_init=random_init,
+                    generator=torch.Generator().manual_seed(0))
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+    assert 0 <= x_adv.min() and x_adv.max() <= 1
+    assert all(p.grad is None for p in linear_model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_models_are_shaped_from_the_data(name):
+    for shape, classes in (((1, 28, 28), 10), ((3, 32, 32), 7)):
+        model = build_model(name, shape, classes).eval()
+        assert model(torch.rand(2, *shape)).shape == (2, classes)
+    with pytest.raises(AdvcliError):
+        build_model(name, (1, 28, 28), 1)
