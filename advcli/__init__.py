@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .attacks import ATTACKS, AttackConfig, bim, fgsm, pgd, resolve_attack  # noqa: E402
+from .square import square_attack  # noqa: E402
 from .crafting import CraftConfig, craft  # noqa: E402
 from .data import Dataset, load_dataset  # noqa: E402
 from .errors import AdvcliError, AttackError, CheckpointError, DataError  # noqa: E402
@@ -12,7 +13,7 @@ from .runs import Run, find_latest_run, load_run  # noqa: E402
 from .training import TRAINING_METHODS, TrainConfig, robust_train, train, train_model  # noqa: E402
 
 __all__ = [
-    "ATTACKS", "AttackConfig", "bim", "fgsm", "pgd", "resolve_attack",
+    "ATTACKS", "AttackConfig", "bim", "fgsm", "pgd", "resolve_attack", "square_attack",
     "CraftConfig", "craft", "Dataset", "load_dataset",
     "AdvcliError", "AttackError", "CheckpointError", "DataError",
     "EvalConfig", "EvalReport", "evaluate", "MODELS", "build_model",
