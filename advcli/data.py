@@ -53,7 +53,7 @@ _log = logging.getLogger(__name__)
 DEFAULT_DATA = "digits"
 
 #: Bump whenever the digits generator changes its output, so stale caches are not reused.
-DIGITS_VERSION = 1
+DIGITS_VERSION = 2
 #: Seed of the built-in ``digits`` set: fixed so every user gets the same data.
 DIGITS_SEED = 0
 DIGITS_N_TRAIN = 5000
