@@ -261,33 +261,47 @@ def _render_report(report: EvalReport) -> None:
         table.add_row("[bold]worst case", "", "", "", "", "", f"[bold]{report.robust_accuracy:.4f}")
     out.print(table)
     if len(report.curve) > 1:
-        curve = Table(title=f"Robust accuracy against eps ({report.config.norm})")
-        curve.add_column("eps", justify="right")
-        for result in report.attacks:
-            curve.add_column(_attack_label(result.attack), justify="right")
-        if len(report.attacks) > 1:
-            curve.add_column("worst case", justify="right")
-        for point in report.curve:
-            cells = [f"{result.robust_accuracy:.4f}" for result in point.attacks]
-            cells += [f"[bold]{point.robust_accuracy:.4f}"] if len(report.attacks) > 1 else []
-            curve.add_row(f"{point.eps:g}", *cells)
-        out.print(curve)
+        _render_curve(report)
     if report.per_class is not None:
-        classes = Table(title=f"Per class at eps {report.curve[-1].eps:g}")
-        for column in ("class", "samples", "clean", *(_attack_label(r.attack) for r in report.attacks)):
-            classes.add_column(column, justify="left" if column == "class" else "right")
-        if len(report.attacks) > 1:
-            classes.add_column("worst case", justify="right")
+        _render_per_class(report)
+    _render_sanity(report)
+    for failure in report.failures:
+        err.print(f"[bold red]threshold missed:[/] {failure}", highlight=False)
 
-        def cell(value: Optional[float]) -> str:
-            return "–" if value is None else f"{value:.4f}"
 
-        for row in report.per_class:
-            cells = [cell(row.attacks[r.attack.name]) for r in report.attacks]
-            cells += [f"[bold]{cell(row.robust_accuracy)}"] if len(report.attacks) > 1 else []
-            classes.add_row(f"{row.index} {row.name}" if row.name != str(row.index) else row.name,
-                            str(row.samples), cell(row.clean_accuracy), *cells)
-        out.print(classes)
+def _render_curve(report: EvalReport) -> None:
+    several = len(report.attacks) > 1
+    table = Table(title=f"Robust accuracy against eps ({report.config.norm})")
+    table.add_column("eps", justify="right")
+    for result in report.attacks:
+        table.add_column(_attack_label(result.attack), justify="right")
+    if several:
+        table.add_column("worst case", justify="right")
+    for point in report.curve:
+        cells = [f"{result.robust_accuracy:.4f}" for result in point.attacks]
+        table.add_row(f"{point.eps:g}", *cells, *([f"[bold]{point.robust_accuracy:.4f}"] if several else []))
+    out.print(table)
+
+
+def _render_per_class(report: EvalReport) -> None:
+    several = len(report.attacks) > 1
+    table = Table(title=f"Per class at eps {report.curve[-1].eps:g}")
+    for column in ("class", "samples", "clean", *(_attack_label(r.attack) for r in report.attacks)):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    if several:
+        table.add_column("worst case", justify="right")
+
+    def cell(value: Optional[float]) -> str:
+        return "–" if value is None else f"{value:.4f}"
+
+    for row in report.per_class or []:
+        cells = [cell(row.attacks[r.attack.name]) for r in report.attacks]
+        table.add_row(row.name if row.name == str(row.index) else f"{row.index} {row.name}", str(row.samples),
+                      cell(row.clean_accuracy), *cells, *([f"[bold]{cell(row.robust_accuracy)}"] if several else []))
+    out.print(table)
+
+
+def _render_sanity(report: EvalReport) -> None:
     fired = [check for check in report.sanity if check.fired]
     for check in fired:
         out.print(f"[bold yellow]sanity check fired:[/] [bold]{check.name}[/]: {check.detail}", highlight=False)
@@ -295,8 +309,6 @@ def _render_report(report: EvalReport) -> None:
         unchecked = sum(not check.checked for check in report.sanity)
         out.print("[green]all sanity checks passed[/]" + (f" ({unchecked} not checked)" if unchecked else ""),
                   highlight=False)
-    for failure in report.failures:
-        err.print(f"[bold red]threshold missed:[/] {failure}", highlight=False)
 
 
 @app.command("eval")
