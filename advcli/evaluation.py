@@ -360,6 +360,75 @@ def _share(mask: torch.Tensor) -> Optional[float]:
     return float(mask.float().mean()) if mask.numel() else None
 
 
+def _attack_over_eps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    clean: torch.Tensor,
+    attacks: list[AttackConfig],
+    *,
+    num_classes: int,
+    config: EvalConfig,
+    device: torch.device,
+    on_progress: Optional[Callable[[str, int, int], None]],
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[AttackResult]]:
+    """One attack at increasing radii (`attacks`, one per radius), each time only on the samples it
+    has not fooled yet. Returns per radius: the robust samples, the member that fooled each sample
+    (-1: none) and the result."""
+    broken_by = torch.full((len(x),), -1, dtype=torch.long)
+    masks, breakers, results = [], [], []
+    for attack in attacks:
+        members = attack_members(attack, num_classes)
+        started = time.perf_counter()
+        carried = int((clean & (broken_by >= 0)).sum()) if attack.eps > 0 else 0
+        todo = (clean & (broken_by == -1)).nonzero().squeeze(1) if attack.eps > 0 else torch.empty(0, dtype=torch.long)
+        stage, done = f"{attack.name} eps={attack.eps:g}", 0
+
+        def advance(batch: int, stage: str = stage, size: int = len(todo)) -> None:
+            nonlocal done
+            done += batch
+            if on_progress is not None:
+                on_progress(stage, done, size)
+
+        outcome = attack_samples(model, x[todo], y[todo], attack, num_classes=num_classes,
+                                 batch_size=config.batch_size, device=device, seed=config.seed, on_batch=advance)
+        fooled = outcome.fooled_by >= 0
+        broken_by[todo[fooled]] = outcome.fooled_by[fooled]
+        robust = clean & (broken_by == -1)
+        hit_rate, untargetable = None, 0
+        if attack.target is not None:
+            aimed = (outcome.targets >= 0) & (outcome.targets != y[todo])
+            untargetable = int(((outcome.targets >= 0) & ~aimed).sum())
+            hit_rate = _share((outcome.predictions == outcome.targets)[aimed])
+        counts = torch.bincount(outcome.fooled_by[fooled], minlength=len(members)).tolist()
+        member_rows = [{"name": member.name, "target": member.target, "fooled": counts[position]}
+                       for position, member in enumerate(members)] if len(members) > 1 else []
+        masks.append(robust.clone())
+        breakers.append(broken_by.clone())
+        results.append(AttackResult(
+            attack, float(robust.float().mean()), time.perf_counter() - started, outcome.largest, attacked=len(todo),
+            carried=carried, members=member_rows, target_hit_rate=hit_rate, untargetable=untargetable,
+        ))
+    return masks, breakers, results
+
+
+def _per_class(
+    y: torch.Tensor, classes: list[str], clean: torch.Tensor, worst: list[torch.Tensor], names: list[str],
+    robust_by_attack: list[torch.Tensor],
+) -> list[ClassResult]:
+    """Per class: clean accuracy, worst-case accuracy at each radius, each attack's at the last."""
+    rows = []
+    for label, name in enumerate(classes):
+        mine = y == label
+        rows.append(ClassResult(
+            index=label, name=name, samples=int(mine.sum()), clean_accuracy=_share(clean[mine]),
+            robust_accuracy=_share(worst[-1][mine]),
+            attacks={attack: _share(robust[mine]) for attack, robust in zip(names, robust_by_attack)},
+            curve=[_share(mask[mine]) for mask in worst],
+        ))
+    return rows
+
+
 def evaluate_model(
     model: nn.Module,
     x: torch.Tensor,
@@ -402,62 +471,16 @@ def evaluate_model(
         breakers: list[list[torch.Tensor]] = []  # [attack][eps] member that fooled each sample, -1 none
         results: list[list[AttackResult]] = []
         for index in range(len(attacks_by_eps[0])):
-            broken_by = torch.full((total,), -1, dtype=torch.long)
-            masks.append([])
-            breakers.append([])
-            results.append([])
-            for eps, attacks in zip(eps_values, attacks_by_eps):
-                attack = attacks[index]
-                members = attack_members(attack, num_classes)
-                attack_started = time.perf_counter()
-                carried = int((clean & (broken_by >= 0)).sum())
-                todo = (clean & (broken_by == -1)).nonzero().squeeze(1) if eps > 0 else torch.empty(0, dtype=torch.long)
-                stage, done = f"{attack.name} eps={eps:g}", 0
-
-                def advance(batch: int, stage: str = stage, size: int = len(todo)) -> None:
-                    nonlocal done
-                    done += batch
-                    if on_progress is not None:
-                        on_progress(stage, done, size)
-
-                outcome = attack_samples(model, x[todo], y[todo], attack, num_classes=num_classes,
-                                         batch_size=config.batch_size, device=device, seed=config.seed,
-                                         on_batch=advance)
-                fooled = outcome.fooled_by >= 0
-                broken_by[todo[fooled]] = outcome.fooled_by[fooled]
-                counts = torch.bincount(outcome.fooled_by[fooled], minlength=len(members)).tolist()
-                robust = clean & (broken_by == -1)
-                hit_rate, untargetable = None, 0
-                if attack.target is not None:
-                    aimed = (outcome.targets >= 0) & (outcome.targets != y[todo])
-                    untargetable = int(((outcome.targets >= 0) & ~aimed).sum())
-                    hit_rate = _share((outcome.predictions == outcome.targets)[aimed])
-                member_rows = [
-                    {"name": member.name, "target": member.target, "fooled": counts[position]}
-                    for position, member in enumerate(members)
-                ] if len(members) > 1 else []
-                masks[index].append(robust.clone())
-                breakers[index].append(broken_by.clone())
-                results[index].append(AttackResult(
-                    attack, float(robust.float().mean()), time.perf_counter() - attack_started, outcome.largest,
-                    attacked=len(todo), carried=carried if eps > 0 else 0, members=member_rows,
-                    target_hit_rate=hit_rate, untargetable=untargetable,
-                ))
+            column = _attack_over_eps(model, x, y, clean, [attacks[index] for attacks in attacks_by_eps],
+                                      num_classes=num_classes, config=config, device=device, on_progress=on_progress)
+            for collected, part in zip((masks, breakers, results), column):
+                collected.append(part)
 
         worst = [torch.stack([masks[a][e] for a in range(len(masks))]).all(0) for e in range(len(eps_values))]
         curve = [CurvePoint(eps, float(worst[e].float().mean()), [results[a][e] for a in range(len(results))])
                  for e, eps in enumerate(eps_values)]
-        per_class = None
-        if config.per_class:
-            per_class = []
-            for label, name in enumerate(classes):
-                mine = y == label
-                per_class.append(ClassResult(
-                    index=label, name=name, samples=int(mine.sum()), clean_accuracy=_share(clean[mine]),
-                    robust_accuracy=_share(worst[-1][mine]),
-                    attacks={attacks_by_eps[-1][a].name: _share(masks[a][-1][mine]) for a in range(len(masks))},
-                    curve=[_share(mask[mine]) for mask in worst],
-                ))
+        names = [attack.name for attack in attacks_by_eps[-1]]
+        per_class = _per_class(y, classes, clean, worst, names, [column[-1] for column in masks]) if config.per_class else None
 
         def measure(attack: AttackConfig, indices: torch.Tensor) -> torch.Tensor:
             ok = clean[indices]
