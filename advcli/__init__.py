@@ -4,19 +4,21 @@ __version__ = "0.1.0"
 
 from .attacks import ATTACKS, AttackConfig, bim, fgsm, pgd, resolve_attack  # noqa: E402
 from .square import square_attack  # noqa: E402
+from .apgd import apgd  # noqa: E402
+from .autoattack import auto  # noqa: E402
 from .crafting import CraftConfig, craft  # noqa: E402
 from .data import Dataset, load_dataset  # noqa: E402
 from .errors import AdvcliError, AttackError, CheckpointError, DataError  # noqa: E402
-from .evaluation import EvalConfig, EvalReport, evaluate  # noqa: E402
+from .evaluation import EvalConfig, EvalReport, evaluate, evaluate_model  # noqa: E402
 from .models import MODELS, build_model  # noqa: E402
 from .runs import Run, find_latest_run, load_run  # noqa: E402
 from .training import TRAINING_METHODS, TrainConfig, robust_train, train, train_model  # noqa: E402
 
 __all__ = [
-    "ATTACKS", "AttackConfig", "bim", "fgsm", "pgd", "resolve_attack", "square_attack",
+    "ATTACKS", "AttackConfig", "bim", "fgsm", "pgd", "resolve_attack", "square_attack", "apgd", "auto",
     "CraftConfig", "craft", "Dataset", "load_dataset",
     "AdvcliError", "AttackError", "CheckpointError", "DataError",
-    "EvalConfig", "EvalReport", "evaluate", "MODELS", "build_model",
+    "EvalConfig", "EvalReport", "evaluate", "evaluate_model", "MODELS", "build_model",
     "Run", "find_latest_run", "load_run",
     "TRAINING_METHODS", "TrainConfig", "robust_train", "train", "train_model",
 ]

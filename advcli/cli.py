@@ -18,12 +18,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .attacks import AttackName
+from .attacks import AttackName, NormName
 from .crafting import CraftConfig, craft
 from .data import load_dataset
 from .devices import DeviceChoice, resolve_device
 from .errors import AdvcliError
-from .evaluation import EvalConfig, EvalReport, evaluate, load_for_evaluation
+from .evaluation import EvalConfig, EvalReport, check_plot_path, evaluate, load_for_evaluation, parse_eps, save_curve_plot
 from .interrupts import graceful_interrupt
 from .models import DEFAULT_MODEL, ModelName
 from .runs import DEFAULT_RUNS_DIR, check_run_dir_free, load_run, resolve_run_path, write_json_atomic
@@ -240,6 +240,11 @@ def attack_command(
     err.print(f"accuracy: clean {result.clean_accuracy:.4f}, adversarial {result.adversarial_accuracy:.4f}", highlight=False)
 
 
+def _attack_label(a: Any) -> str:
+    label = a.name + ("" if a.clip else " (no clip)") + ("" if a.norm == "linf" else f" ({a.norm})")
+    return label + (f" → {a.target}" if a.target is not None else "")
+
+
 def _render_report(report: EvalReport) -> None:
     table = Table(title=f"{report.model} on {report.data} ({report.split}, {report.samples} samples)")
     for column in ("evaluation", "eps", "alpha", "iters", "restarts", "init", "accuracy"):
@@ -247,25 +252,81 @@ def _render_report(report: EvalReport) -> None:
     table.add_row("clean", "", "", "", "", "", f"{report.clean_accuracy:.4f}")
     for result in report.attacks:
         a = result.attack
-        table.add_row(a.name + ("" if a.clip else " (no clip)"), f"{a.eps:g}", f"{a.alpha:g}", str(a.iters),
+        table.add_row(_attack_label(a), f"{a.eps:g}", f"{a.alpha:g}", str(a.iters),
                       str(a.restarts), a.init, f"{result.robust_accuracy:.4f}")
+        for member in result.members:
+            table.add_row(f"  [dim]{member['name']}" + (f" → {member['target']}" if member["target"] else ""),
+                          "", "", "", "", "", f"[dim]fooled {member['fooled']}")
     if len(report.attacks) > 1:
         table.add_row("[bold]worst case", "", "", "", "", "", f"[bold]{report.robust_accuracy:.4f}")
     out.print(table)
+    if len(report.curve) > 1:
+        _render_curve(report)
+    if report.per_class is not None:
+        _render_per_class(report)
+    _render_sanity(report)
     for failure in report.failures:
         err.print(f"[bold red]threshold missed:[/] {failure}", highlight=False)
+
+
+def _render_curve(report: EvalReport) -> None:
+    several = len(report.attacks) > 1
+    table = Table(title=f"Robust accuracy against eps ({report.config.norm})")
+    table.add_column("eps", justify="right")
+    for result in report.attacks:
+        table.add_column(_attack_label(result.attack), justify="right")
+    if several:
+        table.add_column("worst case", justify="right")
+    for point in report.curve:
+        cells = [f"{result.robust_accuracy:.4f}" for result in point.attacks]
+        table.add_row(f"{point.eps:g}", *cells, *([f"[bold]{point.robust_accuracy:.4f}"] if several else []))
+    out.print(table)
+
+
+def _render_per_class(report: EvalReport) -> None:
+    several = len(report.attacks) > 1
+    table = Table(title=f"Per class at eps {report.curve[-1].eps:g}")
+    for column in ("class", "samples", "clean", *(_attack_label(r.attack) for r in report.attacks)):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    if several:
+        table.add_column("worst case", justify="right")
+
+    def cell(value: Optional[float]) -> str:
+        return "–" if value is None else f"{value:.4f}"
+
+    for row in report.per_class or []:
+        cells = [cell(row.attacks[r.attack.name]) for r in report.attacks]
+        table.add_row(row.name if row.name == str(row.index) else f"{row.index} {row.name}", str(row.samples),
+                      cell(row.clean_accuracy), *cells, *([f"[bold]{cell(row.robust_accuracy)}"] if several else []))
+    out.print(table)
+
+
+def _render_sanity(report: EvalReport) -> None:
+    fired = [check for check in report.sanity if check.fired]
+    for check in fired:
+        out.print(f"[bold yellow]sanity check fired:[/] [bold]{check.name}[/]: {check.detail}", highlight=False)
+    if not fired:
+        unchecked = sum(not check.checked for check in report.sanity)
+        out.print("[green]all sanity checks passed[/]" + (f" ({unchecked} not checked)" if unchecked else ""),
+                  highlight=False)
 
 
 @app.command("eval")
 @handles_errors
 def eval_command(
-    attack: List[AttackName] = typer.Option(["bim"], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample)."),
-    eps: float = typer.Option(0.1, "--eps", help="L-inf radius."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01)."),
-    iters: Optional[int] = typer.Option(None, "--iters", help="Iterations (default per attack; BIM 20)."),
-    restarts: int = typer.Option(1, "--restarts", help="Random restarts (need --init random)."),
+    attack: List[AttackName] = typer.Option(["bim"], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square, each on the samples still robust."),
+    eps: str = typer.Option("0.1", "--eps", help="Radius in the --norm; a comma-separated list (0,0.02,0.05,0.1) gives a robustness curve (thresholds apply to the largest)."),
+    norm: NormName = typer.Option("linf", "--norm", help="Threat model: linf or l2."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01, APGD 2·eps to start)."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Iterations (default per attack; BIM 20, APGD 100)."),
+    restarts: int = typer.Option(1, "--restarts", help="Random restarts (need --init random); each runs on the samples still robust."),
     init: Optional[str] = typer.Option(None, "--init", help="zero or random start (default per attack)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Targeted attack towards a class index, random, least-likely or top-N (a sample still counts as non-robust when misclassified)."),
+    queries: Optional[int] = typer.Option(None, "--queries", help="Square's queries per sample (square and auto; default 1000, AutoAttack's standard 5000)."),
     clip: bool = typer.Option(True, "--clip/--no-clip", help="Clip adversarial images to [0, 1] (--no-clip: the reference's unclipped threat model)."),
+    per_class: bool = typer.Option(False, "--per-class", help="Add per-class clean and robust accuracy."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write robust accuracy against eps to this PNG."),
+    sanity_samples: int = typer.Option(100, "--sanity-samples", help="Samples for the sanity checks' extra attack runs (0 skips them)."),
     model: Optional[str] = ModelRunOpt,
     data: Optional[str] = EvalDataOpt,
     split: str = typer.Option("test", "--split", help="train or test."),
@@ -279,18 +340,24 @@ def eval_command(
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Clean and robust accuracy (worst case per sample over the attacks); thresholds for CI gates."""
-    config = EvalConfig(model=model, data=data, split=split, attacks=tuple(a.value for a in attack), eps=eps,
-                        alpha=alpha, iters=iters, restarts=restarts, init=init, clip=clip, samples=samples,
-                        seed=seed, batch_size=batch_size, device=device.value, min_accuracy=min_accuracy,
-                        min_robust_accuracy=min_robust_accuracy)
+    """Clean and robust accuracy (worst case per sample over the attacks), curves over eps,
+    per-class figures and sanity checks; thresholds for CI gates."""
+    config = EvalConfig(model=model, data=data, split=split, attacks=tuple(a.value for a in attack),
+                        eps=parse_eps(eps), alpha=alpha, iters=iters, restarts=restarts, init=init, clip=clip,
+                        samples=samples, seed=seed, batch_size=batch_size, device=device.value,
+                        min_accuracy=min_accuracy, min_robust_accuracy=min_robust_accuracy, norm=norm.value,
+                        target=target, queries=queries, per_class=per_class, sanity_samples=sanity_samples)
     config.validate()
+    if plot is not None:
+        check_plot_path(plot)
     _announce_run(model, runs_dir)
     with _progress() as progress:
         report = evaluate(config, runs_dir=runs_dir, on_progress=_attack_progress(progress))
     payload = report.to_dict()
     if report_file is not None:
         write_json_atomic(report_file, payload)
+    if plot is not None:
+        save_curve_plot(report, plot)
     if as_json:
         _print_json(payload)
     else:

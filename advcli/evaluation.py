@@ -2,7 +2,13 @@
 
 A sample counts as robust only if it is classified correctly both clean and under every attack
 (a clean error is non-robust). Every adversarial batch is re-checked (finite, inside the eps-ball
-and, when clipping, inside [0, 1]) and re-classified by the evaluator before it is counted.
+of the chosen norm and, when clipping, inside [0, 1]) and re-classified by the evaluator before it
+is counted; a re-classification that disagrees with the attack's own bookkeeping is an error.
+
+Several radii give a curve. They are evaluated in increasing order and an attack runs at a radius
+only on the samples it has not yet fooled at a smaller one: an adversarial example inside a small
+ball is inside every larger one, so this is exact and the curve never rises. Sanity checks
+(:mod:`advcli.sanity`) come with every report.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from .attacks import AttackConfig, predict, resolve_attack
+from .attacks import AttackConfig, attack_mode, l2_norms, predict, resolve_attack
+from .autoattack import attack_members, run_sequence
 from .data import Dataset, load_dataset
 from .devices import resolve_device
 from .errors import AdvcliError, AttackError
 from .provenance import package_versions, utc_now
 from .runs import DEFAULT_RUNS_DIR, Run, load_run, resolve_run_path
+from .sanity import SanityCheck, SanityInputs, run_sanity_checks
 
 # float32 rounding of x + delta can exceed eps by a few ulps; anything larger is a real violation.
 BOUND_TOLERANCE = 1e-5
@@ -35,7 +43,7 @@ class EvalConfig:
     data: Optional[str] = None
     split: str = "test"
     attacks: tuple[str, ...] = ("bim",)
-    eps: float = 0.1
+    eps: float | tuple[float, ...] = 0.1
     alpha: Optional[float] = None
     iters: Optional[int] = None
     restarts: int = 1
@@ -47,13 +55,30 @@ class EvalConfig:
     device: str = "auto"
     min_accuracy: Optional[float] = None
     min_robust_accuracy: Optional[float] = None
+    norm: str = "linf"
+    target: Optional[str] = None
+    queries: Optional[int] = None
+    per_class: bool = False
+    sanity_samples: int = 100
 
-    def resolved_attacks(self) -> list[AttackConfig]:
+    def eps_values(self) -> tuple[float, ...]:
+        """The radii to evaluate, increasing; the last one is the headline."""
+        values = self.eps if isinstance(self.eps, (tuple, list)) else (self.eps,)
+        if not values:
+            raise AdvcliError("give at least one eps")
+        try:
+            return tuple(sorted({float(value) for value in values}))
+        except (TypeError, ValueError):
+            raise AdvcliError(f"eps must be numbers, got {self.eps!r}") from None
+
+    def resolved_attacks(self, eps: Optional[float] = None) -> list[AttackConfig]:
+        """The attacks at radius `eps` (default: the largest radius)."""
         if not self.attacks:
             raise AdvcliError("give at least one attack")
+        eps = self.eps_values()[-1] if eps is None else eps
         return [
-            resolve_attack(name, eps=self.eps, alpha=self.alpha, iters=self.iters,
-                           restarts=self.restarts, init=self.init, clip=self.clip)
+            resolve_attack(name, eps=eps, alpha=self.alpha, iters=self.iters, restarts=self.restarts,
+                           init=self.init, clip=self.clip, norm=self.norm, target=self.target, queries=self.queries)
             for name in dict.fromkeys(self.attacks)
         ]
 
@@ -67,19 +92,77 @@ class EvalConfig:
         for name, value in (("min-accuracy", self.min_accuracy), ("min-robust-accuracy", self.min_robust_accuracy)):
             if value is not None and not (0 <= value <= 1):
                 raise AdvcliError(f"--{name} must be in [0, 1], got {value}")
-        self.resolved_attacks()
+        if not isinstance(self.sanity_samples, int) or self.sanity_samples < 0:
+            raise AdvcliError(f"sanity samples must be >= 0, got {self.sanity_samples}")
+        for eps in self.eps_values():
+            self.resolved_attacks(eps)
+
+
+def parse_eps(text: str) -> float | tuple[float, ...]:
+    """``"0.1"`` -> 0.1; ``"0,0.02,0.05"`` -> (0.0, 0.02, 0.05), as the ``--eps`` option takes them."""
+    try:
+        values = tuple(float(part) for part in str(text).split(","))
+    except ValueError:
+        raise AdvcliError(f"eps must be a number or a comma-separated list of numbers, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
 
 
 @dataclass
 class AttackResult:
+    """One attack at one radius. `attacked` samples were attacked; `carried` were already fooled at a
+    smaller radius (not attacked again); `members` says what each member of ``auto`` fooled."""
+
     attack: AttackConfig
     robust_accuracy: float
     seconds: float
     max_perturbation: float
+    attacked: int = 0
+    carried: int = 0
+    members: list[dict[str, Any]] = field(default_factory=list)
+    target_hit_rate: Optional[float] = None
+    untargetable: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.attack.to_dict(), "robust_accuracy": self.robust_accuracy,
-                "max_perturbation": self.max_perturbation, "seconds": round(self.seconds, 3)}
+        result = {**self.attack.to_dict(), "robust_accuracy": self.robust_accuracy,
+                  "max_perturbation": self.max_perturbation, "seconds": round(self.seconds, 3),
+                  "attacked": self.attacked, "carried": self.carried}
+        if self.members:
+            result["members"] = self.members
+        if self.attack.target is not None:
+            result["target_hit_rate"] = self.target_hit_rate
+            result["untargetable"] = self.untargetable
+        return result
+
+
+@dataclass
+class CurvePoint:
+    """Robust accuracy at one radius: worst case over the attacks, and each attack's own."""
+
+    eps: float
+    robust_accuracy: float
+    attacks: list[AttackResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eps": self.eps, "robust_accuracy": self.robust_accuracy,
+                "attacks": [result.to_dict() for result in self.attacks]}
+
+
+@dataclass
+class ClassResult:
+    """Clean and robust accuracy of the samples of one class."""
+
+    index: int
+    name: str
+    samples: int
+    clean_accuracy: Optional[float]
+    robust_accuracy: Optional[float]
+    attacks: dict[str, Optional[float]]
+    curve: list[Optional[float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"class": self.index, "name": self.name, "samples": self.samples,
+                "clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy,
+                "attacks": self.attacks, "curve": self.curve}
 
 
 @dataclass
@@ -100,6 +183,10 @@ class EvalReport:
     config: EvalConfig
     seconds: float
     created: str = field(default_factory=utc_now)
+    curve: list[CurvePoint] = field(default_factory=list)
+    per_class: Optional[list[ClassResult]] = None
+    sanity: list[SanityCheck] = field(default_factory=list)
+    num_classes: int = 0
 
     @property
     def passed(self) -> bool:
@@ -117,6 +204,11 @@ class EvalReport:
             "clean_accuracy": self.clean_accuracy,
             "robust_accuracy": self.robust_accuracy,
             "attacks": [result.to_dict() for result in self.attacks],
+            "eps": [point.eps for point in self.curve],
+            "norm": self.config.norm,
+            "curve": [point.to_dict() for point in self.curve],
+            **({"per_class": [row.to_dict() for row in self.per_class]} if self.per_class is not None else {}),
+            "sanity": [check.to_dict() for check in self.sanity],
             "passed": self.passed,
             "failures": self.failures,
             "thresholds": {"min_accuracy": self.config.min_accuracy,
@@ -136,15 +228,29 @@ def select_samples(count: int, samples: Optional[int], seed: int) -> torch.Tenso
     return order[:samples].sort().values
 
 
+def perturbation_sizes(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample size of `x_adv - x` in the L-inf or the L2 norm."""
+    delta = (x_adv - x).flatten(1)
+    return delta.abs().amax(1) if norm == "linf" else l2_norms(delta).flatten()
+
+
+def bound_tolerance(attack: AttackConfig, x: torch.Tensor) -> float:
+    """How far float32 rounding may push |delta| past eps: a few ulps per pixel, which add up
+    under L2 (at most sqrt(pixels) of them)."""
+    if attack.norm == "linf":
+        return BOUND_TOLERANCE
+    return BOUND_TOLERANCE * max(1.0, attack.eps) + 1.2e-7 * math.sqrt(x[0].numel() if x.shape[0] else 1)
+
+
 def check_adversarial(x: torch.Tensor, x_adv: torch.Tensor, attack: AttackConfig) -> float:
-    """Verify an attack's output before it is counted; returns the largest |delta|."""
+    """Verify an attack's output before it is counted; returns the largest |delta| in its norm."""
     if x_adv.shape != x.shape:
         raise AttackError(f"{attack.name} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
     if not bool(torch.isfinite(x_adv).all()):
         raise AttackError(f"{attack.name} produced NaN or infinite pixels; the result is not reported")
-    largest = float((x_adv - x).abs().max()) if x.numel() else 0.0
-    if largest > attack.eps + BOUND_TOLERANCE:
-        raise AttackError(f"{attack.name} left the eps-ball: |delta|inf = {largest:.6g} > eps = {attack.eps}")
+    largest = float(perturbation_sizes(x, x_adv, attack.norm).max()) if x.numel() else 0.0
+    if largest > attack.eps + bound_tolerance(attack, x):
+        raise AttackError(f"{attack.name} left the eps-ball: |delta|_{attack.norm} = {largest:.6g} > eps = {attack.eps}")
     if attack.clip and x.numel() and (float(x_adv.min()) < 0 or float(x_adv.max()) > 1):
         raise AttackError(f"{attack.name} produced pixels outside [0, 1]")
     return largest
@@ -196,6 +302,223 @@ def load_for_evaluation(config: EvalConfig, runs_dir: Path | str = DEFAULT_RUNS_
     return run, dataset, automatic
 
 
+@dataclass
+class AttackedSamples:
+    """The re-checked outcome of one attack on some samples (all on the CPU)."""
+
+    fooled_by: torch.Tensor  # index of the member that fooled the sample, -1: robust
+    predictions: torch.Tensor  # re-classified adversarial predictions
+    targets: torch.Tensor  # target class of a targeted attack, -1: none
+    largest: float  # largest |delta| in the attack's norm
+
+
+def attack_samples(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: AttackConfig,
+    *,
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    on_batch: Optional[Callable[[int], None]] = None,
+) -> AttackedSamples:
+    """Attack clean-correct samples in batches (``auto`` as its sequence of members), re-check every
+    adversarial example and re-classify it; fail loudly when the re-classification disagrees
+    with what the attack reported."""
+    members = attack_members(attack, num_classes)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    fooled_by, predictions, targets, largest = [], [], [], 0.0
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size].to(device)
+        yb = y[start:start + batch_size].to(device)
+        outcome = run_sequence(model, xb, yb, members, generator=generator)
+        largest = max(largest, check_adversarial(xb, outcome.x_adv, attack))
+        predicted = predict(model, outcome.x_adv)
+        disagree = int(((predicted != yb) != (outcome.fooled_by >= 0)).sum())
+        if disagree:
+            raise AttackError(
+                f"{attack.name}: re-classifying its adversarial examples disagrees with the attack's own "
+                f"bookkeeping on {disagree} of {len(xb)} samples (are the model's outputs random or "
+                "batch-dependent?); the result is not reported")
+        fooled_by.append(outcome.fooled_by.cpu())
+        predictions.append(predicted.cpu())
+        targets.append(outcome.targets.cpu())
+        if on_batch is not None:
+            on_batch(len(xb))
+    empty = torch.empty(0, dtype=torch.long)
+    return AttackedSamples(
+        fooled_by=torch.cat(fooled_by) if fooled_by else empty,
+        predictions=torch.cat(predictions) if predictions else empty,
+        targets=torch.cat(targets) if targets else empty,
+        largest=largest,
+    )
+
+
+def _share(mask: torch.Tensor) -> Optional[float]:
+    return float(mask.float().mean()) if mask.numel() else None
+
+
+def _attack_over_eps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    clean: torch.Tensor,
+    attacks: list[AttackConfig],
+    *,
+    num_classes: int,
+    config: EvalConfig,
+    device: torch.device,
+    on_progress: Optional[Callable[[str, int, int], None]],
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[AttackResult]]:
+    """One attack at increasing radii (`attacks`, one per radius), each time only on the samples it
+    has not fooled yet. Returns per radius: the robust samples, the member that fooled each sample
+    (-1: none) and the result."""
+    broken_by = torch.full((len(x),), -1, dtype=torch.long)
+    masks, breakers, results = [], [], []
+    for attack in attacks:
+        members = attack_members(attack, num_classes)
+        started = time.perf_counter()
+        carried = int((clean & (broken_by >= 0)).sum()) if attack.eps > 0 else 0
+        todo = (clean & (broken_by == -1)).nonzero().squeeze(1) if attack.eps > 0 else torch.empty(0, dtype=torch.long)
+        stage, done = f"{attack.name} eps={attack.eps:g}", 0
+
+        def advance(batch: int, stage: str = stage, size: int = len(todo)) -> None:
+            nonlocal done
+            done += batch
+            if on_progress is not None:
+                on_progress(stage, done, size)
+
+        outcome = attack_samples(model, x[todo], y[todo], attack, num_classes=num_classes,
+                                 batch_size=config.batch_size, device=device, seed=config.seed, on_batch=advance)
+        fooled = outcome.fooled_by >= 0
+        broken_by[todo[fooled]] = outcome.fooled_by[fooled]
+        robust = clean & (broken_by == -1)
+        hit_rate, untargetable = None, 0
+        if attack.target is not None:
+            aimed = (outcome.targets >= 0) & (outcome.targets != y[todo])
+            untargetable = int(((outcome.targets >= 0) & ~aimed).sum())
+            hit_rate = _share((outcome.predictions == outcome.targets)[aimed])
+        counts = torch.bincount(outcome.fooled_by[fooled], minlength=len(members)).tolist()
+        member_rows = [{"name": member.name, "target": member.target, "fooled": counts[position]}
+                       for position, member in enumerate(members)] if len(members) > 1 else []
+        masks.append(robust.clone())
+        breakers.append(broken_by.clone())
+        results.append(AttackResult(
+            attack, float(robust.float().mean()), time.perf_counter() - started, outcome.largest, attacked=len(todo),
+            carried=carried, members=member_rows, target_hit_rate=hit_rate, untargetable=untargetable,
+        ))
+    return masks, breakers, results
+
+
+def _per_class(
+    y: torch.Tensor, classes: list[str], clean: torch.Tensor, worst: list[torch.Tensor], names: list[str],
+    robust_by_attack: list[torch.Tensor],
+) -> list[ClassResult]:
+    """Per class: clean accuracy, worst-case accuracy at each radius, each attack's at the last."""
+    rows = []
+    for label, name in enumerate(classes):
+        mine = y == label
+        rows.append(ClassResult(
+            index=label, name=name, samples=int(mine.sum()), clean_accuracy=_share(clean[mine]),
+            robust_accuracy=_share(worst[-1][mine]),
+            attacks={attack: _share(robust[mine]) for attack, robust in zip(names, robust_by_attack)},
+            curve=[_share(mask[mine]) for mask in worst],
+        ))
+    return rows
+
+
+def evaluate_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: Optional[EvalConfig] = None,
+    *,
+    classes: Optional[list[str]] = None,
+    model_name: str = "(in memory)",
+    model_fingerprint: Optional[str] = None,
+    data_name: str = "(in memory)",
+    data_fingerprint: Optional[str] = None,
+    on_progress: Optional[Callable[[str, int, int], None]] = None,
+    **overrides: Any,
+) -> EvalReport:
+    """Clean accuracy, robust accuracy at every radius, per-class figures and sanity checks of any
+    model on tensors `x` (pixels in [0, 1]) and `y`, on the device of the model's parameters.
+    `config.model`, `config.data`, `config.split` and `config.samples` are not used here."""
+    config = EvalConfig(**{**asdict(config or EvalConfig()), **overrides})
+    config.attacks = tuple(config.attacks)
+    config.validate()
+    started = time.perf_counter()
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    total = len(x)
+    if total == 0:
+        raise AdvcliError("no samples to evaluate")
+    eps_values = config.eps_values()
+    attacks_by_eps = [config.resolved_attacks(eps) for eps in eps_values]
+    with attack_mode(model):
+        with torch.no_grad():
+            num_classes = int(model(x[:1].to(device)).shape[1])
+        classes = list(classes) if classes is not None else [str(index) for index in range(num_classes)]
+        if len(classes) != num_classes:
+            raise AdvcliError(f"the model has {num_classes} outputs but there are {len(classes)} class names")
+        if config.target is not None and config.target.isdigit() and int(config.target) >= num_classes:
+            raise AdvcliError(f"--target {config.target}: the model has classes 0 to {num_classes - 1}")
+
+        clean = clean_predictions(model, x, batch_size=config.batch_size, device=device) == y
+        masks: list[list[torch.Tensor]] = []  # [attack][eps] robust samples
+        breakers: list[list[torch.Tensor]] = []  # [attack][eps] member that fooled each sample, -1 none
+        results: list[list[AttackResult]] = []
+        for index in range(len(attacks_by_eps[0])):
+            column = _attack_over_eps(model, x, y, clean, [attacks[index] for attacks in attacks_by_eps],
+                                      num_classes=num_classes, config=config, device=device, on_progress=on_progress)
+            for collected, part in zip((masks, breakers, results), column):
+                collected.append(part)
+
+        worst = [torch.stack([masks[a][e] for a in range(len(masks))]).all(0) for e in range(len(eps_values))]
+        curve = [CurvePoint(eps, float(worst[e].float().mean()), [results[a][e] for a in range(len(results))])
+                 for e, eps in enumerate(eps_values)]
+        names = [attack.name for attack in attacks_by_eps[-1]]
+        per_class = _per_class(y, classes, clean, worst, names, [column[-1] for column in masks]) if config.per_class else None
+
+        def measure(attack: AttackConfig, indices: torch.Tensor) -> torch.Tensor:
+            ok = clean[indices]
+            robust = ok.clone()
+            chosen = indices[ok]
+            if attack.eps > 0 and chosen.numel():
+                outcome = attack_samples(model, x[chosen], y[chosen], attack, num_classes=num_classes,
+                                         batch_size=config.batch_size, device=device, seed=config.seed)
+                robust[ok] = outcome.fooled_by == -1
+            return robust
+
+        sanity = run_sanity_checks(SanityInputs(
+            model=model, x=x, y=y, clean=clean, eps_values=eps_values, attacks_by_eps=attacks_by_eps,
+            members=[attack_members(attack, num_classes) for attack in attacks_by_eps[-1]],
+            masks=masks, breakers=breakers, num_classes=num_classes, norm=config.norm, clip=config.clip,
+            subset=select_samples(total, config.sanity_samples, config.seed) if config.sanity_samples else
+            torch.empty(0, dtype=torch.long),
+            resolve=config.resolved_attacks, measure=measure, device=device, batch_size=config.batch_size,
+            seed=config.seed, on_progress=on_progress,
+        ))
+
+    clean_accuracy = float(clean.float().mean())
+    robust_accuracy = curve[-1].robust_accuracy
+    failures = []
+    if config.min_accuracy is not None and clean_accuracy < config.min_accuracy:
+        failures.append(f"clean accuracy {clean_accuracy:.4f} < required {config.min_accuracy}")
+    if config.min_robust_accuracy is not None and robust_accuracy < config.min_robust_accuracy:
+        failures.append(f"robust accuracy {robust_accuracy:.4f} < required {config.min_robust_accuracy}"
+                        + (f" at eps {eps_values[-1]:g}" if len(eps_values) > 1 else ""))
+    return EvalReport(
+        model=model_name, model_fingerprint=model_fingerprint, data=data_name, data_fingerprint=data_fingerprint,
+        split=config.split, samples=total, device=str(device), clean_accuracy=clean_accuracy,
+        attacks=curve[-1].attacks, robust_accuracy=robust_accuracy, failures=failures, config=config,
+        seconds=time.perf_counter() - started, curve=curve, per_class=per_class, sanity=sanity,
+        num_classes=num_classes,
+    )
+
+
 def evaluate(
     config: Optional[EvalConfig] = None,
     *,
@@ -207,61 +530,50 @@ def evaluate(
 ) -> EvalReport:
     """Clean and robust accuracy of a run (the newest under `runs_dir` by default).
 
-    ``advcli.evaluate(attacks=("bim",), eps=0.1, iters=20)`` reproduces the reference evaluation.
+    ``advcli.evaluate(attacks=("bim",), eps=0.1, iters=20)`` reproduces the reference evaluation;
+    ``advcli.evaluate(attacks=("auto",), eps=(0.05, 0.1, 0.2), per_class=True)`` gives a curve.
     `on_progress(stage, done, total)` is called after every batch.
     """
     config = EvalConfig(**{**asdict(config or EvalConfig()), **overrides})
     config.attacks = tuple(config.attacks)
     config.validate()
-    attacks = config.resolved_attacks()
     if run is None:
         run, loaded, _ = load_for_evaluation(config, runs_dir)
         dataset = dataset or loaded
     elif dataset is None:
         dataset = load_dataset(config.data or run.data_spec)
-    device = next(run.model.parameters()).device
-    started = time.perf_counter()
-
     x_all, y_all = dataset.split(config.split)
     picks = select_samples(len(x_all), config.samples, config.seed)
-    x, y = x_all[picks], y_all[picks]
-    total = len(x)
-    if total == 0:
+    if len(picks) == 0:
         raise AdvcliError(f"data {dataset.spec} has no {config.split} samples")
-
-    clean = clean_predictions(run.model, x, batch_size=config.batch_size, device=device) == y
-    robust = clean.clone()
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    results = []
-    for attack in attacks:
-        attack_started = time.perf_counter()
-        done = 0
-
-        def advance(batch: int, name: str = attack.name) -> None:
-            nonlocal done
-            done += batch
-            if on_progress is not None:
-                on_progress(name, done, total)
-
-        adv_pred, largest, _ = robust_predictions(
-            run.model, x, y, attack, batch_size=config.batch_size, device=device,
-            generator=generator, on_batch=advance,
-        )
-        attack_robust = clean & (adv_pred == y)
-        robust &= attack_robust
-        results.append(AttackResult(attack, float(attack_robust.float().mean()),
-                                    time.perf_counter() - attack_started, largest))
-
-    clean_accuracy = float(clean.float().mean())
-    robust_accuracy = float(robust.float().mean())
-    failures = []
-    if config.min_accuracy is not None and clean_accuracy < config.min_accuracy:
-        failures.append(f"clean accuracy {clean_accuracy:.4f} < required {config.min_accuracy}")
-    if config.min_robust_accuracy is not None and robust_accuracy < config.min_robust_accuracy:
-        failures.append(f"robust accuracy {robust_accuracy:.4f} < required {config.min_robust_accuracy}")
-    return EvalReport(
-        model=str(run.path), model_fingerprint=run.fingerprint, data=dataset.spec,
-        data_fingerprint=dataset.fingerprint, split=config.split, samples=total, device=str(device),
-        clean_accuracy=clean_accuracy, attacks=results, robust_accuracy=robust_accuracy,
-        failures=failures, config=config, seconds=time.perf_counter() - started,
+    return evaluate_model(
+        run.model, x_all[picks], y_all[picks], config, classes=list(dataset.classes), model_name=str(run.path),
+        model_fingerprint=run.fingerprint, data_name=dataset.spec, data_fingerprint=dataset.fingerprint,
+        on_progress=on_progress,
     )
+
+
+def save_curve_plot(report: EvalReport, path: Path | str) -> Path:
+    """Write robust accuracy against eps (each attack and the worst case) as a PNG, atomically."""
+    from .plots import save_robustness_curve
+
+    path = Path(path)
+    check_plot_path(path)
+    eps = [point.eps for point in report.curve]
+    series = {result.attack.name: [point.attacks[index].robust_accuracy for point in report.curve]
+              for index, result in enumerate(report.attacks)}
+    if len(series) > 1:
+        series["worst case"] = [point.robust_accuracy for point in report.curve]
+    title = f"{Path(report.model).name or report.model}: robust accuracy ({report.config.norm}, {report.samples} samples)"
+    save_robustness_curve(eps, series, path, title=title, clean_accuracy=report.clean_accuracy,
+                          chance=1 / report.num_classes if report.num_classes else None)
+    return path
+
+
+def check_plot_path(path: Path | str) -> None:
+    """Refuse a plot path that cannot work, before any evaluation starts."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise AdvcliError(f"--plot must end in .png, got {path}")
+    if path.is_dir():
+        raise AdvcliError(f"--plot {path} is a folder")

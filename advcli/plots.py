@@ -1,9 +1,11 @@
-"""PNG figures: training-loss curves and grids of predictions. Matplotlib is imported lazily."""
+"""PNG figures: training-loss curves, grids of predictions and robustness curves. Matplotlib is imported lazily."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -70,3 +72,47 @@ def save_prediction_grid(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def save_robustness_curve(
+    eps: Sequence[float],
+    series: dict[str, Sequence[float]],
+    path: Path,
+    *,
+    title: str = "Robust accuracy",
+    clean_accuracy: Optional[float] = None,
+    chance: Optional[float] = None,
+) -> None:
+    """Robust accuracy against eps, one line per series, with clean accuracy and chance marked.
+
+    Written through a temporary file and a rename, so a failure never leaves half a PNG behind.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for label, values in series.items():
+        worst = label == "worst case"
+        ax.plot(eps, values, marker="o", linewidth=3.5 if worst else 1.4, color="#bbbbbb" if worst else None,
+                zorder=1 if worst else 2, label=label)
+    if clean_accuracy is not None:
+        ax.axhline(clean_accuracy, color="#2ca02c", linestyle=":", linewidth=1, label=f"clean ({clean_accuracy:.3f})")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
+    ax.set_xlabel("eps")
+    ax.set_ylabel("Robust accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
