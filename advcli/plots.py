@@ -56,7 +56,7 @@ def _plot_validation(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("Iteration")
     ax.set_ylabel("Accuracy")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     ax.grid(alpha=0.3)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -257,30 +258,23 @@ def test_guard_stops_on_a_scripted_collapse_and_keeps_the_best_model(small, smal
     assert _same_weights(_weights(load_run(path).model), script.weights[1])
 
 
-def test_guard_rollback_restores_the_best_state_and_halves_the_lr(small, small_spec):
+def test_guard_rollback_restores_the_best_state_and_halves_the_lr(small, small_spec, monkeypatch):
     script = ScriptedValidator([0.5, 0.7, 0.45, 0.6])
     restored = []
-
-    def on_progress(p):
-        if p.warning:
-            restored.append(_weights(model_ref[0]))
-
-    model_ref = []
     original = CollapseGuard.restore_best
 
-    def spy(self, model, optimizer):
-        model_ref.append(model)
+    def restore_and_keep(self, model, optimizer):
         original(self, model, optimizer)
+        restored.append(_weights(model))
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(CollapseGuard, "restore_best", spy)
-        result = train_model(_config(small_spec, epochs=4, on_collapse="rollback"), dataset=small,
-                             validator=script, on_progress=on_progress)
+    monkeypatch.setattr(CollapseGuard, "restore_best", restore_and_keep)
+    result = train_model(_config(small_spec, epochs=4, on_collapse="rollback"), dataset=small, validator=script)
     assert len(script.weights) == 4 and not result.metrics["stopped_by_guard"]
-    assert _same_weights(restored[0], script.weights[1])
-    epochs = [row for row in result.history if row["epoch"] == 4]
-    assert all(row["lr"] == pytest.approx(0.005) for row in epochs)
-    assert result.guard["events"][0]["action"] == "rollback" and result.guard["events"][0]["lr_scale"] == 0.5
+    assert len(restored) == 1 and _same_weights(restored[0], script.weights[1])
+    assert all(row["lr"] == pytest.approx(0.01) for row in result.history if row["epoch"] <= 3)
+    assert all(row["lr"] == pytest.approx(0.005) for row in result.history if row["epoch"] == 4)
+    (event,) = result.guard["events"]
+    assert event["action"] == "rollback" and event["lr_scale"] == 0.5 and event["epoch"] == 3
     assert result.guard["best_epoch"] == 2 and result.guard["kept"] == "best"
 
 
@@ -315,6 +309,9 @@ RESUME_CASES = {
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(case, small, small_spec, tmp_path):
     config = _config(small_spec, **RESUME_CASES[case])
     straight = train_model(config, dataset=small)
+    trained_on = len(small.x_train) - (straight.guard["validation"]["samples"] if straight.guard else 0)
+    per_epoch = math.ceil(trained_on / config.batch_size)
+    assert straight.metrics["iterations"] == config.passes * per_epoch * config.batch_replays  # free: m updates per batch
     # Interrupt mid-epoch (an epoch has 11 or 12 iterations here), then continue from the run folder.
     stopped = train_model(config, dataset=small, should_stop=_stop_after(7))
     assert stopped.interrupted and stopped.metrics["iterations"] == 7
