@@ -619,22 +619,7 @@ def train_model(
         model.load_state_dict(guard.best_model)
         kept = "best"
     model.eval()
-    guard_record = None
-    if guard is not None:
-        guard_record = {
-            "selection": f"weights with the best PGD-{config.val_iters} accuracy on the validation slice of the training split",
-            "validation": {
-                "split": "train", "fraction": config.validation_fraction, "samples": len(x_val),
-                "attack": "pgd", "eps": config.eps, "iters": config.val_iters,
-                "alpha": 2.5 * config.eps / config.val_iters, "init": "random",
-                "every": config.val_every or "epoch",
-            },
-            "collapse_drop": config.collapse_drop,
-            "on_collapse": config.on_collapse,
-            **guard.record(),
-            "kept": kept,
-            "stopped": stopped_by_guard,
-        }
+    guard_record = None if guard is None else _guard_summary(config, guard, len(x_val), kept, stopped_by_guard)
     metrics = {
         "clean_test_accuracy": round(accuracy(model, dataset.x_test, dataset.y_test), 6),
         "val_accuracy": None if guard is None else guard.best_accuracy,
@@ -648,6 +633,24 @@ def train_model(
         "train_seconds": round(seconds, 2),
     }
     return TrainResult(model, config, dataset, history, metrics, interrupted, guard_record, resume_state)
+
+
+def _guard_summary(config: TrainConfig, guard: CollapseGuard, samples: int, kept: str, stopped: bool) -> dict[str, Any]:
+    """The ``guard`` entry of model.json: how validation was done, what it saw, which model was kept."""
+    return {
+        "selection": f"weights with the best PGD-{config.val_iters} accuracy on the validation slice of the training split",
+        "validation": {
+            "split": "train", "fraction": config.validation_fraction, "samples": samples,
+            "attack": "pgd", "eps": config.eps, "iters": config.val_iters,
+            "alpha": 2.5 * config.eps / config.val_iters, "init": "random",
+            "every": config.val_every or "epoch",
+        },
+        "collapse_drop": config.collapse_drop,
+        "on_collapse": config.on_collapse,
+        **guard.record(),
+        "kept": kept,
+        "stopped": stopped,
+    }
 
 
 def _collapse_warning(event: dict[str, Any]) -> str:
