@@ -12,7 +12,7 @@ from .errors import AdvcliError, AttackError, CheckpointError, DataError  # noqa
 from .evaluation import EvalConfig, EvalReport, evaluate, evaluate_model  # noqa: E402
 from .models import MODELS, build_model  # noqa: E402
 from .runs import Run, find_latest_run, load_run  # noqa: E402
-from .training import TRAINING_METHODS, TrainConfig, robust_train, train, train_model  # noqa: E402
+from .training import TRAINING_METHODS, TrainConfig, resume_training, robust_train, train, train_model  # noqa: E402
 
 __all__ = [
     "ATTACKS", "AttackConfig", "bim", "fgsm", "pgd", "resolve_attack", "square_attack", "apgd", "auto",
@@ -20,5 +20,5 @@ __all__ = [
     "AdvcliError", "AttackError", "CheckpointError", "DataError",
     "EvalConfig", "EvalReport", "evaluate", "evaluate_model", "MODELS", "build_model",
     "Run", "find_latest_run", "load_run",
-    "TRAINING_METHODS", "TrainConfig", "robust_train", "train", "train_model",
+    "TRAINING_METHODS", "TrainConfig", "resume_training", "robust_train", "train", "train_model",
 ]

@@ -20,11 +20,18 @@ def _pyplot():
 
 
 def save_loss_curve(history: Sequence[dict[str, Any]], path: Path, *, title: str = "Training loss") -> None:
-    """Per-iteration loss with a moving average, epochs marked on a secondary axis label."""
+    """Per-iteration loss with a moving average; when the history holds validation accuracies
+    (guarded adversarial training), a second panel shows them."""
     plt = _pyplot()
     iterations = np.array([row["iteration"] for row in history], dtype=float)
     losses = np.array([row["loss"] for row in history], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    validated = [row for row in history if row.get("val_robust_accuracy") not in (None, "")]
+    if validated:
+        fig, (ax, val_ax) = plt.subplots(2, 1, figsize=(7, 6.5), dpi=100, sharex=True,
+                                         gridspec_kw={"height_ratios": (3, 2)})
+        _plot_validation(val_ax, validated)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     if len(losses):
         ax.plot(iterations, losses, color="#9ecae1", linewidth=0.8, label="loss")
         window = max(1, min(50, len(losses) // 10))
@@ -32,13 +39,27 @@ def save_loss_curve(history: Sequence[dict[str, Any]], path: Path, *, title: str
             smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
             ax.plot(iterations[window - 1:], smooth, color="#08519c", linewidth=1.6, label=f"mean of {window}")
         ax.legend(loc="upper right")
-    ax.set_xlabel("Iteration")
+    if not validated:
+        ax.set_xlabel("Iteration")
     ax.set_ylabel("Loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _plot_validation(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Clean and robust validation accuracy at each validation point."""
+    iterations = [float(row["iteration"]) for row in rows]
+    ax.plot(iterations, [float(row["val_accuracy"]) for row in rows], "o-", color="#31a354", label="validation, clean")
+    ax.plot(iterations, [float(row["val_robust_accuracy"]) for row in rows], "s-", color="#de2d26",
+            label="validation, robust (PGD)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("Iteration")
+    ax.set_ylabel("Accuracy")
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
 
 
 def save_prediction_grid(
