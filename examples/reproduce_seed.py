@@ -5,6 +5,9 @@
 3. retrain it with FGSM adversarial training from a random start (alpha = 1.25·eps);
 4. attack the robust model with the same BIM.
 
+Like the reference, both trainings use the whole training split (``val_split=0``: no held-out
+slice, so no catastrophic-overfitting guard) and keep the final weights.
+
     python examples/reproduce_seed.py                      # built-in digits, no download
     python examples/reproduce_seed.py --data mnist:../shared/data/mnist
 """
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{kind}] training {args.epochs} epochs on {dataset.spec} ...", flush=True)
         path, result = advcli.train(
             data=args.data, epochs=args.epochs, method=method, eps=args.eps if method != "none" else 0.0,
-            device=args.device, out=args.runs_dir / f"{name}-{kind}", dataset=dataset,
+            val_split=0.0, device=args.device, out=args.runs_dir / f"{name}-{kind}", dataset=dataset,
         )
         timings[f"{kind}_train_seconds"] = time.perf_counter() - started
         started = time.perf_counter()
