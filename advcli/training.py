@@ -69,7 +69,8 @@ class TrainConfig:
     on_collapse: str = "stop"
 
     @property
-    def spec(self) -> "TrainingMethodSpec":
+    def method_spec(self) -> "TrainingMethodSpec":
+        """The registered method this config names (its step function and defaults)."""
         try:
             return TRAINING_METHODS[self.method]
         except KeyError:
@@ -78,29 +79,29 @@ class TrainConfig:
     @property
     def attack_iters(self) -> int:
         """Attack iterations per mini-batch: `iters`, or the method's default."""
-        return self.spec.default_iters if self.iters is None else self.iters
+        return self.method_spec.default_iters if self.iters is None else self.iters
 
     @property
     def step_size(self) -> float:
         """The adversarial step: `alpha`, or the method's default (FGSM-RS: 1.25·eps, Wong et al., 2020)."""
-        return self.spec.default_alpha(self.eps, self.attack_iters) if self.alpha is None else self.alpha
+        return self.method_spec.default_alpha(self.eps, self.attack_iters) if self.alpha is None else self.alpha
 
     @property
     def start(self) -> Optional[str]:
         """The perturbation's starting point for methods that offer a choice (fgsm-rs, pgd)."""
-        return (self.spec.inits[0] if self.spec.inits else None) if self.init is None else self.init
+        return (self.method_spec.inits[0] if self.method_spec.inits else None) if self.init is None else self.init
 
     @property
     def batch_replays(self) -> int:
         """How many optimizer updates each mini-batch gets in a row (free training: m)."""
-        return self.spec.default_replays if self.replays is None else self.replays
+        return self.method_spec.default_replays if self.replays is None else self.replays
 
     @property
     def validation_fraction(self) -> float:
         """Share of the training split held out for validation (0 = no guard)."""
         if self.val_split is not None:
             return self.val_split
-        return DEFAULT_ROBUST_VAL_SPLIT if self.spec.adversarial else 0.0
+        return DEFAULT_ROBUST_VAL_SPLIT if self.method_spec.adversarial else 0.0
 
     @property
     def passes(self) -> int:
@@ -109,7 +110,7 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         """A copy with every method default filled in."""
-        spec = self.spec
+        spec = self.method_spec
         return replace(
             self,
             alpha=self.step_size if spec.adversarial else self.alpha,
@@ -145,7 +146,7 @@ class TrainConfig:
             (_is_number(self.collapse_drop) and 0 < self.collapse_drop <= 1,
              f"collapse drop must be in (0, 1], got {self.collapse_drop}"),
         ])
-        spec = self.spec
+        spec = self.method_spec
         multi_step = ", ".join(name for name, other in TRAINING_METHODS.items() if other.multi_step)
         choosable = ", ".join(name for name, other in TRAINING_METHODS.items() if other.inits)
         _first_failure([
@@ -538,7 +539,7 @@ def train_model(
     config.validate()
     device = resolve_device(config.device)
     dataset = dataset if dataset is not None else load_dataset(config.data)
-    spec = config.spec
+    spec = config.method_spec
     torch.manual_seed(config.seed)
     model = build_model(config.model, dataset.input_shape, dataset.num_classes).to(device)
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
@@ -664,7 +665,7 @@ def _collapse_warning(event: dict[str, Any]) -> str:
 def run_metadata(result: TrainResult) -> dict[str, Any]:
     """The ``model.json`` description of a trained model."""
     dataset = result.dataset
-    adversarial = result.config.spec.adversarial
+    adversarial = result.config.method_spec.adversarial
     meta = {
         "created": utc_now(),
         "architecture": result.config.model,

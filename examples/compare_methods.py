@@ -6,7 +6,8 @@ PGD-50 with 10 random restarts (alpha 2.5·eps/50). Prints a Markdown table.
 
     python examples/compare_methods.py                                  # all methods, built-in digits
     python examples/compare_methods.py --epochs 5 --samples 500 --methods none,fgsm-rs,pgd
-    python examples/compare_methods.py --data mnist:DIR --eps 0.3 --bim-alpha 0.03 --train-samples 10000
+    python examples/compare_methods.py --data mnist:DIR --eps 0.3 --bim-alpha 0.03 --methods fgsm-rs,pgd
+        --train-samples 20000 --optimizer adam --lr 0.005 --lr-schedule cyclic     # (one command line)
 
 Time per epoch is training time (the guard's validation included) divided by the passes over the
 data; free training makes ceil(epochs / replays) passes, each replaying every mini-batch.
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bim-alpha", type=float, default=0.01, help="BIM-20 step (the reference's 0.01)")
     parser.add_argument("--methods", default=",".join(advcli.TRAINING_METHODS),
                         help="comma-separated methods (default: all)")
+    parser.add_argument("--optimizer", default="sgd", help="sgd (the reference's) or adam")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr-schedule", default="constant", help="constant, cyclic or multistep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{method}] training {args.epochs} epochs on {dataset.spec} ({len(dataset.x_train)} samples) ...", flush=True)
         path, result = advcli.train(
             data=args.data, method=method, eps=args.eps if method != "none" else 0.0, epochs=args.epochs,
+            optimizer=args.optimizer, lr=args.lr, lr_schedule=args.lr_schedule,
             seed=args.seed, device=args.device, dataset=dataset, out=args.runs_dir / f"{name}-{method}",
         )
         run = advcli.load_run(path, device=resolve_device(args.device))
@@ -102,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"{dataset.spec}, eps {args.eps}, {args.epochs} epochs, {len(dataset.x_train)} training samples, "
-          f"{args.samples} test samples evaluated, threads {torch.get_num_threads()}")
+          f"{args.optimizer} lr {args.lr} ({args.lr_schedule}), {args.samples} test samples evaluated, "
+          f"threads {torch.get_num_threads()}")
     print("| method | clean | BIM-20 | PGD-50-10 | s/epoch | passes | kept (best epoch) | collapses |")
     print("|---|---:|---:|---:|---:|---:|---|---:|")
     for row in rows:
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "data": dataset.spec, "data_fingerprint": dataset.fingerprint, "eps": args.eps, "epochs": args.epochs,
             "train_samples": len(dataset.x_train), "samples": args.samples, "bim_alpha": args.bim_alpha,
+            "optimizer": args.optimizer, "lr": args.lr, "lr_schedule": args.lr_schedule,
             "threads": torch.get_num_threads(), "versions": package_versions(), "rows": rows,
         }, indent=2) + "\n")
     return 0
