@@ -18,12 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .attacks import AttackName
+from .backends import BackendName
+from .blackbox import DEFAULT_QUERIES, BlackBoxConfig
 from .crafting import CraftConfig, craft
 from .data import load_dataset
-from .devices import DeviceChoice, resolve_device
+from .devices import DeviceChoice, auto_fallback_note, resolve_device
 from .errors import AdvcliError
-from .evaluation import EvalConfig, EvalReport, evaluate, load_for_evaluation
+from .evaluation import EvalAttackName, EvalConfig, EvalReport, evaluate, load_for_evaluation
 from .interrupts import graceful_interrupt
 from .models import DEFAULT_MODEL, ModelName
 from .runs import DEFAULT_RUNS_DIR, check_run_dir_free, load_run, resolve_run_path, write_json_atomic
@@ -85,6 +86,7 @@ DeviceOpt = typer.Option(DeviceChoice.auto, "--device", help="auto (CUDA when pr
 RunsDirOpt = typer.Option(DEFAULT_RUNS_DIR, "--runs-dir", help="Folder holding run folders.")
 ModelRunOpt = typer.Option(None, "--model", help="Run folder to use (default: the newest under --runs-dir).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+QueriesOpt = typer.Option(DEFAULT_QUERIES, "--queries", help="Query budget per sample of black-box attacks (square).")
 SeedOpt = typer.Option(0, "--seed", help="Random seed (shuffling, initialisation, random starts, subsets).")
 
 
@@ -108,9 +110,16 @@ def _print_json(payload: Any) -> None:
 # Training -----------------------------------------------------------------------------------
 
 
+def _say_notes(notes: List[Optional[str]]) -> None:
+    for note in notes:
+        if note:
+            err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
 def _run_training(config: TrainConfig, out_dir: Optional[Path], runs_dir: Path, as_json: bool) -> None:
     config.validate()
     resolve_device(config.device)
+    _say_notes([auto_fallback_note(config.device)])
     if out_dir is not None:
         check_run_dir_free(out_dir)
     with err.status(f"loading {config.data}"):
@@ -206,7 +215,7 @@ def _attack_progress(progress: Progress) -> Callable[[str, int, int], None]:
 @app.command("attack")
 @handles_errors
 def attack_command(
-    attack: AttackName = typer.Option("bim", "--attack", help="Attack to run."),
+    attack: EvalAttackName = typer.Option("bim", "--attack", help="Attack to run."),
     eps: float = typer.Option(0.1, "--eps", help="L-inf radius."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01)."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Iterations (default per attack; BIM 20)."),
@@ -220,6 +229,7 @@ def attack_command(
     seed: int = SeedOpt,
     batch_size: int = typer.Option(500, "--batch-size", min=1),
     device: DeviceChoice = DeviceOpt,
+    queries: int = QueriesOpt,
     out_file: Optional[str] = typer.Option(None, "--out", help="Output .npz (default: <run>/attacks/<attack>-eps<eps>-<split>.npz)."),
     grid: Optional[str] = typer.Option(None, "--grid", help="PNG grid of 16 adversarial images with predictions (default: beside --out)."),
     runs_dir: Path = RunsDirOpt,
@@ -228,9 +238,10 @@ def attack_command(
     """Craft adversarial examples and save them with a picture of the model's predictions."""
     config = CraftConfig(model=model, data=data, split=split, attack=attack.value, eps=eps, alpha=alpha,
                          iters=iters, restarts=restarts, init=init, clip=clip, samples=samples, seed=seed,
-                         batch_size=batch_size, device=device.value, out=out_file, grid=grid)
+                         batch_size=batch_size, device=device.value, queries=queries, out=out_file, grid=grid)
     config.as_eval_config().validate()
     _announce_run(model, runs_dir)
+    _say_notes([auto_fallback_note(config.device)])
     with _progress() as progress:
         result = craft(config, runs_dir=runs_dir, on_progress=_attack_progress(progress))
     if as_json:
@@ -240,15 +251,24 @@ def attack_command(
     err.print(f"accuracy: clean {result.clean_accuracy:.4f}, adversarial {result.adversarial_accuracy:.4f}", highlight=False)
 
 
+def _attack_cells(attack: Any) -> List[str]:
+    """alpha, iters, restarts, init for white-box attacks; the query budget for black-box ones."""
+    if isinstance(attack, BlackBoxConfig):
+        return ["", f"{attack.queries} queries", "", ""]
+    return [f"{attack.alpha:g}", str(attack.iters), str(attack.restarts), attack.init]
+
+
 def _render_report(report: EvalReport) -> None:
-    table = Table(title=f"{report.model} on {report.data} ({report.split}, {report.samples} samples)")
+    runs_on = report.backend + (f" on {', '.join(report.execution_providers)}" if report.execution_providers else
+                                f" on {report.device}")
+    table = Table(title=f"{report.model} on {report.data} ({report.split}, {report.samples} samples)",
+                  caption=runs_on)
     for column in ("evaluation", "eps", "alpha", "iters", "restarts", "init", "accuracy"):
         table.add_column(column, justify="right" if column != "evaluation" else "left")
     table.add_row("clean", "", "", "", "", "", f"{report.clean_accuracy:.4f}")
     for result in report.attacks:
-        a = result.attack
-        table.add_row(a.name + ("" if a.clip else " (no clip)"), f"{a.eps:g}", f"{a.alpha:g}", str(a.iters),
-                      str(a.restarts), a.init, f"{result.robust_accuracy:.4f}")
+        table.add_row(result.label, f"{result.attack.eps:g}", *_attack_cells(result.attack),
+                      f"{result.robust_accuracy:.4f}")
     if len(report.attacks) > 1:
         table.add_row("[bold]worst case", "", "", "", "", "", f"[bold]{report.robust_accuracy:.4f}")
     out.print(table)
@@ -259,20 +279,23 @@ def _render_report(report: EvalReport) -> None:
 @app.command("eval")
 @handles_errors
 def eval_command(
-    attack: List[AttackName] = typer.Option(["bim"], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample)."),
+    attack: List[EvalAttackName] = typer.Option(["bim"], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). On an ONNX file, white-box attacks are transferred from its source checkpoint; square attacks the file itself."),
     eps: float = typer.Option(0.1, "--eps", help="L-inf radius."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01)."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Iterations (default per attack; BIM 20)."),
     restarts: int = typer.Option(1, "--restarts", help="Random restarts (need --init random)."),
     init: Optional[str] = typer.Option(None, "--init", help="zero or random start (default per attack)."),
     clip: bool = typer.Option(True, "--clip/--no-clip", help="Clip adversarial images to [0, 1] (--no-clip: the reference's unclipped threat model)."),
-    model: Optional[str] = ModelRunOpt,
+    queries: int = QueriesOpt,
+    model: Optional[str] = typer.Option(None, "--model", help="Run folder or exported .onnx file (default: the newest run under --runs-dir)."),
+    backend: Optional[BackendName] = typer.Option(None, "--backend", help="torch or onnxruntime (default: follows from --model)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Run that crafts white-box attacks for transfer (default for ONNX: the checkpoint named in the file)."),
     data: Optional[str] = EvalDataOpt,
     split: str = typer.Option("test", "--split", help="train or test."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Evaluate a seeded random subset of this size."),
     seed: int = SeedOpt,
     batch_size: int = typer.Option(500, "--batch-size", min=1),
-    device: DeviceChoice = DeviceOpt,
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto (CUDA when present), cpu or cuda; for ONNX files the onnxruntime execution provider too."),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Exit 1 when clean accuracy is below this."),
     min_robust_accuracy: Optional[float] = typer.Option(None, "--min-robust-accuracy", help="Exit 1 when robust accuracy is below this."),
     report_file: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON report to this file."),
@@ -283,11 +306,13 @@ def eval_command(
     config = EvalConfig(model=model, data=data, split=split, attacks=tuple(a.value for a in attack), eps=eps,
                         alpha=alpha, iters=iters, restarts=restarts, init=init, clip=clip, samples=samples,
                         seed=seed, batch_size=batch_size, device=device.value, min_accuracy=min_accuracy,
-                        min_robust_accuracy=min_robust_accuracy)
+                        min_robust_accuracy=min_robust_accuracy, backend=backend.value if backend else None,
+                        source=source, queries=queries)
     config.validate()
     _announce_run(model, runs_dir)
     with _progress() as progress:
         report = evaluate(config, runs_dir=runs_dir, on_progress=_attack_progress(progress))
+    _say_notes(report.notes)
     payload = report.to_dict()
     if report_file is not None:
         write_json_atomic(report_file, payload)
@@ -305,6 +330,7 @@ def export_command(
     model: Optional[str] = ModelRunOpt,
     out_file: Optional[Path] = typer.Option(None, "--out", help="ONNX file to write (default: <run>/model.onnx)."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset version."),
+    parity_samples: int = typer.Option(256, "--parity-samples", help="Test inputs on which onnxruntime must reproduce the checkpoint's logits."),
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -315,12 +341,13 @@ def export_command(
     if automatic:
         err.print(f"using the newest run: [bold]{path}[/]", highlight=False)
     run = load_run(path)
-    result = export_onnx(run, out_file or run.path / "model.onnx", opset=opset)
+    result = export_onnx(run, out_file or run.path / "model.onnx", opset=opset, parity_samples=parity_samples)
     if as_json:
         _print_json(result.to_dict())
         return
     err.print(f"exported [bold]{result.path}[/] (opset {result.opset}); parity on {result.parity_samples} "
-              f"samples: max |diff| {result.max_abs_diff:.2e}, argmax agreement {result.argmax_agreement:.4f}", highlight=False)
+              f"samples: max |diff| {result.max_abs_diff:.2e}, argmax agreement {result.argmax_agreement:.4f} "
+              f"(saved to {result.parity_file})", highlight=False)
 
 
 def run() -> None:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from .blackbox import DEFAULT_QUERIES
 from .data import Dataset
 from .errors import AdvcliError
 from .evaluation import EvalConfig, clean_predictions, load_for_evaluation, robust_predictions, select_samples
@@ -37,6 +38,7 @@ class CraftConfig:
     seed: int = 0
     batch_size: int = 500
     device: str = "auto"
+    queries: int = DEFAULT_QUERIES
     out: Optional[str] = None
     grid: Optional[str] = None
 

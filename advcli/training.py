@@ -201,6 +201,7 @@ def train_model(
         "iterations": iteration,
         "interrupted": interrupted,
         "train_seconds": round(seconds, 2),
+        "device": str(device),
     }
     return TrainResult(model, config, dataset, history, metrics, interrupted)
 
