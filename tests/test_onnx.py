@@ -281,3 +281,40 @@ def test_training_reports_the_device_that_ran(tiny_spec, tmp_path):
     result = invoke("train", "--data", tiny_spec, "--epochs", 1, "--device", "auto", "--out", tmp_path / "run", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["device"] == str(resolve_device("auto"))
+
+
+def test_auto_on_an_onnx_file_transfers_white_box_members_and_queries_the_file(exported, trained_run):
+    report = evaluate(model=str(exported), attacks=("auto",), iters=3, queries=10, samples=12, device="cpu",
+                      sanity_samples=0)
+    (result,) = report.attacks
+    payload = result.to_dict()
+    assert report.backend == "onnxruntime" and payload["transfer_from"] == str(trained_run)
+    assert [member["name"] for member in payload["members"]][-1] == "square"
+    assert payload["queries_mean"] is not None and payload["queries_mean"] <= 10
+    assert result.robust_accuracy <= report.clean_accuracy
+
+
+def test_transfer_from_a_different_surrogate_is_judged_by_the_file(exported, tiny_spec, tmp_path):
+    """Examples crafted on another model need not fool the file; only the file's verdict counts."""
+    surrogate = tmp_path / "surrogate"
+    trained = invoke("train", "--data", tiny_spec, "--epochs", 1, "--seed", 7, "--out", surrogate, "--json")
+    assert trained.exit_code == 0, trained.output
+    report = evaluate(model=str(exported), attacks=("bim",), iters=3, samples=16, device="cpu",
+                      source=str(surrogate), sanity_samples=0)
+    assert report.attacks[0].transfer_from == str(surrogate)
+    assert report.transfer_fingerprint == load_run(surrogate).fingerprint
+    assert report.robust_accuracy <= report.clean_accuracy
+
+
+def test_outputs_only_without_a_source_refuses_white_box_attacks(exported):
+    from advcli.evaluation import evaluate_model
+
+    module = load_onnx_classifier(exported, "cpu").as_module()
+    x, y = torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(AdvcliError, match="outputs only"):
+        evaluate_model(module, x, y, attacks=("bim",), eps=0.1, iters=2, sanity_samples=0)
+    report = evaluate_model(module, x, y, attacks=("square",), eps=0.1, queries=5, sanity_samples=2)
+    checks = {check.name: check for check in report.sanity}
+    assert not checks["zero-gradients"].checked and not checks["above-chance-unbounded"].checked
+    result = report.attacks[0]
+    assert result.attacked == 0 or 1 <= result.queries_mean <= 5
