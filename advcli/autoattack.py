@@ -64,6 +64,8 @@ def square(
                                      clip=clip, generator=cpu_generator)
             return x_adv
 
+        if restarts == 1:  # one run is its own best; no extra queries to compare it with itself
+            return run_once(torch.arange(x.shape[0], device=x.device))
         return best_of_restarts(model, x, y, None, restarts, run_once)
 
 
@@ -110,9 +112,12 @@ def run_sequence(
     members: Sequence[AttackConfig],
     *,
     generator: Optional[torch.Generator] = None,
+    attacker: Optional[Callable[[AttackConfig], nn.Module]] = None,
 ) -> SequenceOutcome:
     """Run `members` in order, each on the samples that no earlier member fooled.
 
+    `model` judges which samples are fooled; `attacker(member)` (default: `model`) is what a member
+    attacks, e.g. a source checkpoint for transfer or a query-counting wrapper.
     Returns, per sample, the first misclassified point found, else the last member's best try.
     """
     x_adv = x.detach().clone()
@@ -122,12 +127,13 @@ def run_sequence(
         todo = (fooled_by == -1).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
+        attacked = model if attacker is None else attacker(member)
         member_targets = None
         if member.target is not None:
-            member_targets = choose_targets(model, x[todo], y[todo], member.target, generator=generator)
+            member_targets = choose_targets(attacked, x[todo], y[todo], member.target, generator=generator)
             if len(members) == 1:
                 targets[todo] = member_targets
-        candidate = member.run(model, x[todo], y[todo], generator=generator, targets=member_targets)
+        candidate = member.run(attacked, x[todo], y[todo], generator=generator, targets=member_targets)
         with attack_mode(model):
             fooled = predict(model, candidate) != y[todo]
         x_adv[todo] = candidate

@@ -19,9 +19,10 @@ from rich.table import Table
 
 from . import __version__
 from .attacks import AttackName, NormName
+from .backends import BackendName
 from .crafting import CraftConfig, craft
 from .data import load_dataset
-from .devices import DeviceChoice, resolve_device
+from .devices import DeviceChoice, auto_fallback_note, resolve_device
 from .errors import AdvcliError
 from .evaluation import EvalConfig, EvalReport, check_plot_path, evaluate, load_for_evaluation, parse_eps, save_curve_plot
 from .guard import OnCollapse
@@ -87,6 +88,7 @@ DeviceOpt = typer.Option(DeviceChoice.auto, "--device", help="auto (CUDA when pr
 RunsDirOpt = typer.Option(DEFAULT_RUNS_DIR, "--runs-dir", help="Folder holding run folders.")
 ModelRunOpt = typer.Option(None, "--model", help="Run folder to use (default: the newest under --runs-dir).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+QueriesOpt = typer.Option(None, "--queries", help="Square's queries per sample (square and auto; default 1000).")
 SeedOpt = typer.Option(0, "--seed", help="Random seed (shuffling, initialisation, random starts, subsets).")
 
 
@@ -144,6 +146,12 @@ def _report_training(path: Path, result: TrainResult, command: str) -> None:
               f"({metrics['train_seconds']:.1f} s)", highlight=False)
 
 
+def _say_notes(notes: List[Optional[str]]) -> None:
+    for note in notes:
+        if note:
+            err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
 def _run_training(
     config: Optional[TrainConfig], out_dir: Optional[Path], runs_dir: Path, as_json: bool,
     *, resume: Optional[Path] = None, command: str = "train",
@@ -157,6 +165,7 @@ def _run_training(
         raise AdvcliError("nothing to train: give a configuration or --resume")
     config.validate()
     resolve_device(config.device)
+    _say_notes([auto_fallback_note(config.device)])
     if target is not None:
         check_run_dir_free(target)
     with err.status(f"loading {config.data}"):
@@ -307,6 +316,7 @@ def attack_command(
     seed: int = SeedOpt,
     batch_size: int = typer.Option(500, "--batch-size", min=1),
     device: DeviceChoice = DeviceOpt,
+    queries: Optional[int] = QueriesOpt,
     out_file: Optional[str] = typer.Option(None, "--out", help="Output .npz (default: <run>/attacks/<attack>-eps<eps>-<split>.npz)."),
     grid: Optional[str] = typer.Option(None, "--grid", help="PNG grid of 16 adversarial images with predictions (default: beside --out)."),
     runs_dir: Path = RunsDirOpt,
@@ -315,9 +325,10 @@ def attack_command(
     """Craft adversarial examples and save them with a picture of the model's predictions."""
     config = CraftConfig(model=model, data=data, split=split, attack=attack.value, eps=eps, alpha=alpha,
                          iters=iters, restarts=restarts, init=init, clip=clip, samples=samples, seed=seed,
-                         batch_size=batch_size, device=device.value, out=out_file, grid=grid)
+                         batch_size=batch_size, device=device.value, queries=queries, out=out_file, grid=grid)
     config.as_eval_config().validate()
     _announce_run(model, runs_dir)
+    _say_notes([auto_fallback_note(config.device)])
     with _progress() as progress:
         result = craft(config, runs_dir=runs_dir, on_progress=_attack_progress(progress))
     if as_json:
@@ -333,13 +344,16 @@ def _attack_label(a: Any) -> str:
 
 
 def _render_report(report: EvalReport) -> None:
-    table = Table(title=f"{report.model} on {report.data} ({report.split}, {report.samples} samples)")
+    runs_on = report.backend + (f" on {', '.join(report.execution_providers)}" if report.execution_providers else
+                                f" on {report.device}")
+    table = Table(title=f"{report.model} on {report.data} ({report.split}, {report.samples} samples)",
+                  caption=runs_on)
     for column in ("evaluation", "eps", "alpha", "iters", "restarts", "init", "accuracy"):
         table.add_column(column, justify="right" if column != "evaluation" else "left")
     table.add_row("clean", "", "", "", "", "", f"{report.clean_accuracy:.4f}")
     for result in report.attacks:
         a = result.attack
-        table.add_row(_attack_label(a), f"{a.eps:g}", f"{a.alpha:g}", str(a.iters),
+        table.add_row(result.label, f"{a.eps:g}", f"{a.alpha:g}", str(a.iters),
                       str(a.restarts), a.init, f"{result.robust_accuracy:.4f}")
         for member in result.members:
             table.add_row(f"  [dim]{member['name']}" + (f" → {member['target']}" if member["target"] else ""),
@@ -401,7 +415,7 @@ def _render_sanity(report: EvalReport) -> None:
 @app.command("eval")
 @handles_errors
 def eval_command(
-    attack: List[AttackName] = typer.Option(["bim"], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square, each on the samples still robust."),
+    attack: List[AttackName] = typer.Option(["bim"], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). On an ONNX file, white-box attacks are transferred from its source checkpoint; square queries the file itself. auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square, each on the samples still robust."),
     eps: str = typer.Option("0.1", "--eps", help="Radius in the --norm; a comma-separated list (0,0.02,0.05,0.1) gives a robustness curve (thresholds apply to the largest)."),
     norm: NormName = typer.Option("linf", "--norm", help="Threat model: linf or l2."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01, APGD 2·eps to start)."),
@@ -414,13 +428,15 @@ def eval_command(
     per_class: bool = typer.Option(False, "--per-class", help="Add per-class clean and robust accuracy."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write robust accuracy against eps to this PNG."),
     sanity_samples: int = typer.Option(100, "--sanity-samples", help="Samples for the sanity checks' extra attack runs (0 skips them)."),
-    model: Optional[str] = ModelRunOpt,
+    model: Optional[str] = typer.Option(None, "--model", help="Run folder or exported .onnx file (default: the newest run under --runs-dir)."),
+    backend: Optional[BackendName] = typer.Option(None, "--backend", help="torch or onnxruntime (default: follows from --model)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Run that crafts white-box attacks for transfer (default for ONNX: the checkpoint named in the file)."),
     data: Optional[str] = EvalDataOpt,
     split: str = typer.Option("test", "--split", help="train or test."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Evaluate a seeded random subset of this size."),
     seed: int = SeedOpt,
     batch_size: int = typer.Option(500, "--batch-size", min=1),
-    device: DeviceChoice = DeviceOpt,
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto (CUDA when present), cpu or cuda; for ONNX files the onnxruntime execution provider too."),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Exit 1 when clean accuracy is below this."),
     min_robust_accuracy: Optional[float] = typer.Option(None, "--min-robust-accuracy", help="Exit 1 when robust accuracy is below this."),
     report_file: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON report to this file."),
@@ -433,13 +449,15 @@ def eval_command(
                         eps=parse_eps(eps), alpha=alpha, iters=iters, restarts=restarts, init=init, clip=clip,
                         samples=samples, seed=seed, batch_size=batch_size, device=device.value,
                         min_accuracy=min_accuracy, min_robust_accuracy=min_robust_accuracy, norm=norm.value,
-                        target=target, queries=queries, per_class=per_class, sanity_samples=sanity_samples)
+                        target=target, queries=queries, per_class=per_class, sanity_samples=sanity_samples,
+                        backend=backend.value if backend else None, source=source)
     config.validate()
     if plot is not None:
         check_plot_path(plot)
     _announce_run(model, runs_dir)
     with _progress() as progress:
         report = evaluate(config, runs_dir=runs_dir, on_progress=_attack_progress(progress))
+    _say_notes(report.notes)
     payload = report.to_dict()
     if report_file is not None:
         write_json_atomic(report_file, payload)
@@ -459,6 +477,7 @@ def export_command(
     model: Optional[str] = ModelRunOpt,
     out_file: Optional[Path] = typer.Option(None, "--out", help="ONNX file to write (default: <run>/model.onnx)."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset version."),
+    parity_samples: int = typer.Option(256, "--parity-samples", help="Test inputs on which onnxruntime must reproduce the checkpoint's logits."),
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -469,12 +488,13 @@ def export_command(
     if automatic:
         err.print(f"using the newest run: [bold]{path}[/]", highlight=False)
     run = load_run(path)
-    result = export_onnx(run, out_file or run.path / "model.onnx", opset=opset)
+    result = export_onnx(run, out_file or run.path / "model.onnx", opset=opset, parity_samples=parity_samples)
     if as_json:
         _print_json(result.to_dict())
         return
     err.print(f"exported [bold]{result.path}[/] (opset {result.opset}); parity on {result.parity_samples} "
-              f"samples: max |diff| {result.max_abs_diff:.2e}, argmax agreement {result.argmax_agreement:.4f}", highlight=False)
+              f"samples: max |diff| {result.max_abs_diff:.2e}, argmax agreement {result.argmax_agreement:.4f} "
+              f"(saved to {result.parity_file})", highlight=False)
 
 
 def run() -> None:

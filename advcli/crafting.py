@@ -37,6 +37,7 @@ class CraftConfig:
     seed: int = 0
     batch_size: int = 500
     device: str = "auto"
+    queries: Optional[int] = None
     out: Optional[str] = None
     grid: Optional[str] = None
 

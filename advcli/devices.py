@@ -32,3 +32,14 @@ def resolve_device(choice: str = "auto") -> torch.device:
     if choice == "cuda" and reason is not None:
         raise AdvcliError(f"--device cuda is not usable: {reason}")
     return torch.device("cuda" if reason is None else "cpu")
+
+
+def auto_fallback_note(choice: str) -> str | None:
+    """What ``auto`` fell back from, when that is news: CUDA support is installed but not usable.
+
+    A torch build without CUDA simply means the CPU, and is not reported.
+    """
+    if choice != "auto" or torch.version.cuda is None:
+        return None
+    reason = cuda_unavailable_reason()
+    return None if reason is None else f"--device auto: {reason}; running on the CPU"

@@ -9,6 +9,11 @@ Several radii give a curve. They are evaluated in increasing order and an attack
 only on the samples it has not yet fooled at a smaller one: an adversarial example inside a small
 ball is inside every larger one, so this is exact and the curve never rises. Sanity checks
 (:mod:`advcli.sanity`) come with every report.
+
+The evaluated model may be a torch run or an exported ONNX file run by onnxruntime
+(:mod:`advcli.backends`). An ONNX model is known by its outputs only: it gives the clean
+predictions, re-classifies every adversarial example and answers black-box queries (square), while
+white-box attacks are crafted on a torch source checkpoint and judged by the ONNX model (transfer).
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from .attacks import AttackConfig, attack_mode, l2_norms, predict, resolve_attack
+from .attacks import ATTACK_KINDS, AttackConfig, attack_mode, l2_norms, predict, resolve_attack
 from .autoattack import attack_members, run_sequence
+from .backends import BACKENDS, Classifier, OutputsOnly, load_classifier, load_transfer_source, torch_classifier
 from .data import Dataset, load_dataset
-from .devices import resolve_device
+from .devices import auto_fallback_note, resolve_device
 from .errors import AdvcliError, AttackError
 from .provenance import package_versions, utc_now
 from .runs import DEFAULT_RUNS_DIR, Run, load_run, resolve_run_path
@@ -60,6 +66,8 @@ class EvalConfig:
     queries: Optional[int] = None
     per_class: bool = False
     sanity_samples: int = 100
+    backend: Optional[str] = None  # None: follows from the model path
+    source: Optional[str] = None  # checkpoint that crafts white-box attacks on an ONNX model (transfer)
 
     def eps_values(self) -> tuple[float, ...]:
         """The radii to evaluate, increasing; the last one is the headline."""
@@ -89,6 +97,8 @@ class EvalConfig:
             raise AdvcliError(f"samples must be >= 1, got {self.samples}")
         if self.batch_size < 1:
             raise AdvcliError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise AdvcliError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
         for name, value in (("min-accuracy", self.min_accuracy), ("min-robust-accuracy", self.min_robust_accuracy)):
             if value is not None and not (0 <= value <= 1):
                 raise AdvcliError(f"--{name} must be in [0, 1], got {value}")
@@ -121,11 +131,24 @@ class AttackResult:
     members: list[dict[str, Any]] = field(default_factory=list)
     target_hit_rate: Optional[float] = None
     untargetable: int = 0
+    transfer_from: Optional[str] = None  # the checkpoint that crafted white-box examples, when not the model
+    queries_mean: Optional[float] = None  # black-box queries per attacked sample, as counted
+
+    @property
+    def label(self) -> str:
+        """The attack's name with what sets it apart, e.g. ``bim (transfer from runs/x)``."""
+        a = self.attack
+        notes = ([] if a.clip else ["no clip"]) + ([] if a.norm == "linf" else [a.norm])
+        notes += [f"transfer from {self.transfer_from}"] if self.transfer_from else []
+        return a.name + "".join(f" ({note})" for note in notes) + (f" → {a.target}" if a.target is not None else "")
 
     def to_dict(self) -> dict[str, Any]:
-        result = {**self.attack.to_dict(), "robust_accuracy": self.robust_accuracy,
+        result = {**self.attack.to_dict(), "label": self.label, "transfer_from": self.transfer_from,
+                  "robust_accuracy": self.robust_accuracy,
                   "max_perturbation": self.max_perturbation, "seconds": round(self.seconds, 3),
                   "attacked": self.attacked, "carried": self.carried}
+        if self.queries_mean is not None:
+            result["queries_mean"] = round(self.queries_mean, 2)
         if self.members:
             result["members"] = self.members
         if self.attack.target is not None:
@@ -187,6 +210,10 @@ class EvalReport:
     per_class: Optional[list[ClassResult]] = None
     sanity: list[SanityCheck] = field(default_factory=list)
     num_classes: int = 0
+    backend: str = "torch"
+    execution_providers: Optional[list[str]] = None  # onnxruntime only: as read back from the session
+    notes: list[str] = field(default_factory=list)  # e.g. a device fallback
+    transfer_fingerprint: Optional[str] = None  # weights that crafted transfer attacks
 
     @property
     def passed(self) -> bool:
@@ -201,6 +228,10 @@ class EvalReport:
             "split": self.split,
             "samples": self.samples,
             "device": self.device,
+            "backend": self.backend,
+            "execution_providers": self.execution_providers,
+            "notes": self.notes,
+            "transfer_from_fingerprint": self.transfer_fingerprint,
             "clean_accuracy": self.clean_accuracy,
             "robust_accuracy": self.robust_accuracy,
             "attacks": [result.to_dict() for result in self.attacks],
@@ -302,6 +333,22 @@ def load_for_evaluation(config: EvalConfig, runs_dir: Path | str = DEFAULT_RUNS_
     return run, dataset, automatic
 
 
+class QueryCounter(nn.Module):
+    """A model that counts the inputs it is asked about (black-box queries)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.count = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.count += len(x)
+        return self.model(x)
+
+
+def is_black_box(attack: AttackConfig) -> bool:
+    return ATTACK_KINDS[attack.name] == "black-box"
+
+
 @dataclass
 class AttackedSamples:
     """The re-checked outcome of one attack on some samples (all on the CPU)."""
@@ -310,6 +357,7 @@ class AttackedSamples:
     predictions: torch.Tensor  # re-classified adversarial predictions
     targets: torch.Tensor  # target class of a targeted attack, -1: none
     largest: float  # largest |delta| in the attack's norm
+    queries: int = 0  # inputs the black-box members asked the model about
 
 
 def attack_samples(
@@ -323,17 +371,32 @@ def attack_samples(
     device: torch.device,
     seed: int,
     on_batch: Optional[Callable[[int], None]] = None,
+    source: Optional[nn.Module] = None,
 ) -> AttackedSamples:
     """Attack clean-correct samples in batches (``auto`` as its sequence of members), re-check every
     adversarial example and re-classify it; fail loudly when the re-classification disagrees
-    with what the attack reported."""
+    with what the attack reported.
+
+    White-box members craft on `source` when given (transfer) and black-box members query `model`;
+    `model` always judges, both inside the sequence and when re-classifying, so the two must agree
+    whoever crafted the examples."""
     members = attack_members(attack, num_classes)
+    if source is None and isinstance(model, OutputsOnly) and not all(is_black_box(member) for member in members):
+        raise AdvcliError(f"{attack.name} needs gradients, but the model gives outputs only; "
+                          "name a source checkpoint for transfer attacks or use black-box attacks (square)")
+    counter = QueryCounter(model)
+
+    def attacker(member: AttackConfig) -> nn.Module:
+        if is_black_box(member):
+            return counter
+        return model if source is None else source
+
     generator = torch.Generator(device=device).manual_seed(seed)
     fooled_by, predictions, targets, largest = [], [], [], 0.0
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(device)
         yb = y[start:start + batch_size].to(device)
-        outcome = run_sequence(model, xb, yb, members, generator=generator)
+        outcome = run_sequence(model, xb, yb, members, generator=generator, attacker=attacker)
         largest = max(largest, check_adversarial(xb, outcome.x_adv, attack))
         predicted = predict(model, outcome.x_adv)
         disagree = int(((predicted != yb) != (outcome.fooled_by >= 0)).sum())
@@ -353,6 +416,7 @@ def attack_samples(
         predictions=torch.cat(predictions) if predictions else empty,
         targets=torch.cat(targets) if targets else empty,
         largest=largest,
+        queries=counter.count,
     )
 
 
@@ -371,6 +435,8 @@ def _attack_over_eps(
     config: EvalConfig,
     device: torch.device,
     on_progress: Optional[Callable[[str, int, int], None]],
+    source: Optional[nn.Module] = None,
+    transfer_from: Optional[str] = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[AttackResult]]:
     """One attack at increasing radii (`attacks`, one per radius), each time only on the samples it
     has not fooled yet. Returns per radius: the robust samples, the member that fooled each sample
@@ -391,7 +457,8 @@ def _attack_over_eps(
                 on_progress(stage, done, size)
 
         outcome = attack_samples(model, x[todo], y[todo], attack, num_classes=num_classes,
-                                 batch_size=config.batch_size, device=device, seed=config.seed, on_batch=advance)
+                                 batch_size=config.batch_size, device=device, seed=config.seed, on_batch=advance,
+                                 source=source)
         fooled = outcome.fooled_by >= 0
         broken_by[todo[fooled]] = outcome.fooled_by[fooled]
         robust = clean & (broken_by == -1)
@@ -408,6 +475,8 @@ def _attack_over_eps(
         results.append(AttackResult(
             attack, float(robust.float().mean()), time.perf_counter() - started, outcome.largest, attacked=len(todo),
             carried=carried, members=member_rows, target_hit_rate=hit_rate, untargetable=untargetable,
+            transfer_from=transfer_from if source is not None and not all(map(is_black_box, members)) else None,
+            queries_mean=outcome.queries / len(todo) if len(todo) and any(map(is_black_box, members)) else None,
         ))
     return masks, breakers, results
 
@@ -441,16 +510,22 @@ def evaluate_model(
     data_name: str = "(in memory)",
     data_fingerprint: Optional[str] = None,
     on_progress: Optional[Callable[[str, int, int], None]] = None,
+    source: Optional[nn.Module] = None,
+    transfer_from: Optional[str] = None,
     **overrides: Any,
 ) -> EvalReport:
     """Clean accuracy, robust accuracy at every radius, per-class figures and sanity checks of any
     model on tensors `x` (pixels in [0, 1]) and `y`, on the device of the model's parameters.
-    `config.model`, `config.data`, `config.split` and `config.samples` are not used here."""
+    `config.model`, `config.data`, `config.split` and `config.samples` are not used here.
+
+    With `source` (a torch model, named `transfer_from` in the report), white-box attacks are
+    crafted on it and judged by `model` (transfer); black-box attacks always query `model`, which
+    may be outputs only (:class:`advcli.backends.OutputsOnly`)."""
     config = EvalConfig(**{**asdict(config or EvalConfig()), **overrides})
     config.attacks = tuple(config.attacks)
     config.validate()
     started = time.perf_counter()
-    parameter = next(model.parameters(), None)
+    parameter = next((source if source is not None else model).parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     total = len(x)
     if total == 0:
@@ -472,7 +547,8 @@ def evaluate_model(
         results: list[list[AttackResult]] = []
         for index in range(len(attacks_by_eps[0])):
             column = _attack_over_eps(model, x, y, clean, [attacks[index] for attacks in attacks_by_eps],
-                                      num_classes=num_classes, config=config, device=device, on_progress=on_progress)
+                                      num_classes=num_classes, config=config, device=device, on_progress=on_progress,
+                                      source=source, transfer_from=transfer_from)
             for collected, part in zip((masks, breakers, results), column):
                 collected.append(part)
 
@@ -488,7 +564,8 @@ def evaluate_model(
             chosen = indices[ok]
             if attack.eps > 0 and chosen.numel():
                 outcome = attack_samples(model, x[chosen], y[chosen], attack, num_classes=num_classes,
-                                         batch_size=config.batch_size, device=device, seed=config.seed)
+                                         batch_size=config.batch_size, device=device, seed=config.seed,
+                                         source=source)
                 robust[ok] = outcome.fooled_by == -1
             return robust
 
@@ -499,7 +576,8 @@ def evaluate_model(
             subset=select_samples(total, config.sanity_samples, config.seed) if config.sanity_samples else
             torch.empty(0, dtype=torch.long),
             resolve=config.resolved_attacks, measure=measure, device=device, batch_size=config.batch_size,
-            seed=config.seed, on_progress=on_progress,
+            seed=config.seed, on_progress=on_progress, gradient_model=source,
+            outputs_only=source is None and isinstance(model, OutputsOnly),
         ))
 
     clean_accuracy = float(clean.float().mean())
@@ -519,38 +597,79 @@ def evaluate_model(
     )
 
 
+def check_fits_data(classifier: Classifier, dataset: Dataset) -> None:
+    """Refuse data whose image shape or class count the model was not made for."""
+    if classifier.input_shape is not None and tuple(dataset.input_shape) != tuple(classifier.input_shape):
+        raise AdvcliError(f"data {dataset.spec} has input shape {dataset.input_shape}, "
+                          f"but the model expects {tuple(classifier.input_shape)}")
+    if classifier.classes is not None and dataset.num_classes != len(classifier.classes):
+        raise AdvcliError(f"data {dataset.spec} has {dataset.num_classes} classes, the model {len(classifier.classes)}")
+
+
+def _needs_gradients(config: EvalConfig) -> bool:
+    """Whether any attack is white-box or has white-box members (``auto``)."""
+    return any(not is_black_box(attack) for attack in config.resolved_attacks())
+
+
+def _transfer_source(classifier: Classifier, config: EvalConfig) -> tuple[Optional[Run], list[str]]:
+    """The torch checkpoint white-box attacks craft on: `config.source` when given, none for a torch
+    model (it attacks itself), else the source checkpoint named in the ONNX file; and device notes."""
+    if config.source is None and classifier.model is not None:
+        return None, []
+    note = auto_fallback_note(config.device)
+    source = load_transfer_source(classifier, config.source, resolve_device(config.device))
+    return source, [note] if note else []
+
+
 def evaluate(
     config: Optional[EvalConfig] = None,
     *,
     run: Optional[Run] = None,
+    classifier: Optional[Classifier] = None,
     dataset: Optional[Dataset] = None,
     runs_dir: Path | str = DEFAULT_RUNS_DIR,
     on_progress: Optional[Callable[[str, int, int], None]] = None,
     **overrides: Any,
 ) -> EvalReport:
-    """Clean and robust accuracy of a run (the newest under `runs_dir` by default).
+    """Clean and robust accuracy of a model (the newest run under `runs_dir` by default).
 
     ``advcli.evaluate(attacks=("bim",), eps=0.1, iters=20)`` reproduces the reference evaluation;
-    ``advcli.evaluate(attacks=("auto",), eps=(0.05, 0.1, 0.2), per_class=True)`` gives a curve.
+    ``advcli.evaluate(attacks=("auto",), eps=(0.05, 0.1, 0.2), per_class=True)`` gives a curve;
+    ``advcli.evaluate(model="model.onnx", attacks=("bim", "square"))`` evaluates an exported file
+    under onnxruntime. `run` or `classifier` pass a model already loaded.
     `on_progress(stage, done, total)` is called after every batch.
     """
     config = EvalConfig(**{**asdict(config or EvalConfig()), **overrides})
     config.attacks = tuple(config.attacks)
     config.validate()
-    if run is None:
-        run, loaded, _ = load_for_evaluation(config, runs_dir)
-        dataset = dataset or loaded
-    elif dataset is None:
-        dataset = load_dataset(config.data or run.data_spec)
+    if classifier is None and run is not None:
+        classifier = torch_classifier(run)
+    elif classifier is None:
+        classifier, _ = load_classifier(config.model, backend=config.backend, device=config.device, runs_dir=runs_dir)
+    if dataset is None:
+        spec = config.data or classifier.data_spec
+        if spec is None:
+            raise AdvcliError(f"{classifier.path} does not name its data; pass --data")
+        dataset = load_dataset(spec)
+    check_fits_data(classifier, dataset)
+    notes = list(classifier.notes)
+    source, source_notes = _transfer_source(classifier, config) if _needs_gradients(config) else (None, [])
+    notes += [note for note in source_notes if note not in notes]
     x_all, y_all = dataset.split(config.split)
     picks = select_samples(len(x_all), config.samples, config.seed)
     if len(picks) == 0:
         raise AdvcliError(f"data {dataset.spec} has no {config.split} samples")
-    return evaluate_model(
-        run.model, x_all[picks], y_all[picks], config, classes=list(dataset.classes), model_name=str(run.path),
-        model_fingerprint=run.fingerprint, data_name=dataset.spec, data_fingerprint=dataset.fingerprint,
-        on_progress=on_progress,
+    report = evaluate_model(
+        classifier.as_module(), x_all[picks], y_all[picks], config, classes=list(dataset.classes),
+        model_name=str(classifier.path), model_fingerprint=classifier.fingerprint, data_name=dataset.spec,
+        data_fingerprint=dataset.fingerprint, on_progress=on_progress,
+        source=source.model if source is not None else None, transfer_from=str(source.path) if source else None,
     )
+    report.backend = classifier.backend
+    report.execution_providers = classifier.execution_providers
+    report.notes = notes
+    report.transfer_fingerprint = source.fingerprint if source is not None else None
+    return report
 
 
 def save_curve_plot(report: EvalReport, path: Path | str) -> Path:

@@ -73,6 +73,8 @@ class SanityInputs:
     batch_size: int
     seed: int = 0
     on_progress: Optional[Callable[[str, int, int], None]] = None
+    gradient_model: Optional[nn.Module] = None  # where input gradients are taken (transfer source); None: model
+    outputs_only: bool = False  # no gradients anywhere: the checks that need them are not run
 
     @property
     def unbounded_eps(self) -> float:
@@ -111,7 +113,7 @@ def check_zero_gradients(inputs: SanityInputs) -> SanityCheck:
         xb = inputs.x[chosen].to(inputs.device).requires_grad_(True)
         yb = inputs.y[chosen].to(inputs.device)
         with torch.enable_grad():
-            logits = inputs.model(xb).float()
+            logits = (inputs.gradient_model or inputs.model)(xb).float()
             true = logits.gather(1, yb[:, None]).squeeze(1)
             others = logits.scatter(1, yb[:, None], float("-inf")).max(1).values
             ce_grad, = torch.autograd.grad(F.cross_entropy(logits, yb, reduction="sum"), xb, retain_graph=True)
@@ -275,12 +277,24 @@ SANITY_CHECKS: list[Callable[[SanityInputs], SanityCheck]] = [
 ]
 
 
+# Checks that take input gradients or run white-box attacks, by the name they report.
+GRADIENT_CHECKS: dict[Callable[[SanityInputs], SanityCheck], str] = {
+    check_zero_gradients: "zero-gradients",
+    check_above_chance_unbounded: "above-chance-unbounded",
+    check_fgsm_far_above_iterative: "fgsm-far-above-pgd",
+}
+
+
 def run_sanity_checks(inputs: SanityInputs) -> list[SanityCheck]:
-    """Every check in :data:`SANITY_CHECKS`, in order."""
+    """Every check in :data:`SANITY_CHECKS`, in order (those needing gradients only when there are some)."""
     results = []
     for done, check in enumerate(SANITY_CHECKS):
         if inputs.on_progress is not None:
             inputs.on_progress("sanity checks", done, len(SANITY_CHECKS))
+        if inputs.outputs_only and check in GRADIENT_CHECKS:
+            results.append(SanityCheck(GRADIENT_CHECKS[check], False,
+                                       "not checked (the model gives outputs only, no gradients)", checked=False))
+            continue
         results.append(check(inputs))
     if inputs.on_progress is not None:
         inputs.on_progress("sanity checks", len(SANITY_CHECKS), len(SANITY_CHECKS))

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .attacks import validate_attack_args
+from .attacks import attack_mode, validate_attack_args
 from .errors import AttackError
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
@@ -53,19 +53,29 @@ def square_attack(
     generator: Optional[torch.Generator] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the L-inf Square attack; returns the adversarial inputs and the queries each sample used."""
-    validate_attack_args(eps=eps, alpha=max(eps, 1e-12), steps=max(queries, 1))
-    if not 0 < p_init <= 1:
+    if not isinstance(queries, int) or isinstance(queries, bool) or queries < 1:
+        raise AttackError(f"queries must be an integer >= 1, got {queries}")
+    validate_attack_args(eps=eps, alpha=1.0, steps=queries)  # no step size in Square
+    if not isinstance(p_init, (int, float)) or not 0 < p_init <= 1:
         raise AttackError(f"p_init must be in (0, 1], got {p_init}")
     if x.ndim != 4 or y.shape != (x.shape[0],):
         raise AttackError(f"square attack needs images (N, C, H, W) and labels (N,), got {tuple(x.shape)}, {tuple(y.shape)}")
+    if x.numel() and (torch.isnan(x).any() or x.min() < 0 or x.max() > 1):
+        raise AttackError("inputs must be pixel values in [0, 1] without NaN")
     used = torch.zeros(x.shape[0], dtype=torch.long)
     if eps == 0 or x.shape[0] == 0:
         return x.clone(), used
     n, channels, height, width = x.shape
     low, high = (0.0, 1.0) if clip else (-math.inf, math.inf)
+    # Random draws happen where the generator lives (a CUDA generator cannot fill CPU tensors).
+    draw_device = generator.device if generator is not None else x.device
 
     def sign_like(shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randint(0, 2, shape, generator=generator).to(x.dtype).mul_(2).sub_(1).to(x.device)
+        signs = torch.randint(0, 2, shape, generator=generator, device=draw_device)
+        return signs.to(x.device, x.dtype).mul_(2).sub_(1)
+
+    def position(limit: int) -> int:
+        return int(torch.randint(0, limit, (1,), generator=generator, device=draw_device))
 
     # Start from vertical stripes of +-eps, the paper's initialisation.
     x_best = (x + eps * sign_like((n, channels, 1, width))).clamp(low, high)
@@ -77,8 +87,7 @@ def square_attack(
             break
         fraction = square_size_fraction(p_init, iteration, queries)
         side = max(1, min(height, width, int(round(math.sqrt(fraction * height * width)))))
-        top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
-        left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
+        top, left = position(height - side + 1), position(width - side + 1)
         x_act, x_best_act = x[active], x_best[active]
         delta = x_best_act - x_act
         window = delta[:, :, top:top + side, left:left + side]
@@ -102,10 +111,14 @@ def square_attack(
 
 
 def torch_logits(model: torch.nn.Module) -> LogitsFn:
-    """Wrap a torch model (put in eval mode) as the logits function the attack queries."""
-    model.eval()
+    """Wrap a torch model as the logits function the attack queries.
 
+    Each query runs in eval mode with frozen parameters; the model's own mode is left as it was.
+    """
+
+    @torch.no_grad()
     def logits(x: torch.Tensor) -> torch.Tensor:
-        return model(x).float()
+        with attack_mode(model):
+            return model(x).float()
 
     return logits

@@ -632,6 +632,7 @@ def train_model(
         "stopped_by_guard": stopped_by_guard,
         "kept": kept,
         "train_seconds": round(seconds, 2),
+        "device": str(device),
     }
     return TrainResult(model, config, dataset, history, metrics, interrupted, guard_record, resume_state)
 
