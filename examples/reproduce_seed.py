@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--samples", type=int, help="evaluate a seeded subset of the test split of this size")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     figures: dict[str, float] = {}
     dataset = advcli.load_dataset(args.data)
-    evaluation = dict(attacks=("bim",), eps=args.eps, alpha=0.01, iters=20, device=args.device)
+    evaluation = dict(attacks=("bim",), eps=args.eps, alpha=0.01, iters=20, device=args.device, samples=args.samples)
     name = default_run_name("seed")
     for kind, method in (("standard", "none"), ("robust", "fgsm-rs")):
         started = time.perf_counter()
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal time {total / 60:.1f} min (" + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + ")")
     if args.json:
         args.json.write_text(json.dumps({"data": dataset.spec, "data_fingerprint": dataset.fingerprint,
-                                         "epochs": args.epochs, "eps": args.eps, "figures": figures,
+                                         "epochs": args.epochs, "eps": args.eps, "samples": args.samples, "figures": figures,
                                          "reference": REFERENCE, "seconds": timings}, indent=2) + "\n")
     return 0
 
