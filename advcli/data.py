@@ -53,7 +53,7 @@ _log = logging.getLogger(__name__)
 DEFAULT_DATA = "digits"
 
 #: Bump whenever the digits generator changes its output, so stale caches are not reused.
-DIGITS_VERSION = 2
+DIGITS_VERSION = 3
 #: Seed of the built-in ``digits`` set: fixed so every user gets the same data.
 DIGITS_SEED = 0
 DIGITS_N_TRAIN = 5000
@@ -233,9 +233,11 @@ _DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 _RENDER_SIZE = 64       # font size (px) glyphs are rendered at before the transform
 _CANVAS = 56            # transform canvas, 2x the output; box-reduced to 28 for anti-aliasing
 _OUT = 28
-_MAX_OUTLINE = 3        # widest extra outline (px at render size) added to thicken a glyph
+_MAX_OUTLINE = 1        # widest extra outline (px at render size) added to thicken a glyph
 _MAX_STEM = 10.0        # boldest stroke (px at render size) the thickening aims for
-_MARGIN = 3.0           # canvas pixels kept free at each border, so no glyph touches the edge
+_BLUR = (0.5, 1.0)      # Gaussian blur sigma range, in output pixels: soft, pen-like edges
+_PEAK = (0.7, 1.0)      # brightest-pixel range: digits of varying ink intensity
+_MARGIN = 7.0           # canvas pixels kept free at each border, so no glyph (or its blur) touches the edge
 _MAX_SHIFT = 4.0        # canvas pixels the glyph centre may move off centre (2 px at 28x28)
 
 
@@ -361,7 +363,7 @@ def _outline_width(font_path: pathlib.Path, u: float) -> int:
 def _render_split(n: int, seed: np.random.SeedSequence,
                   fonts: tuple[pathlib.Path, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Render n balanced, shuffled digit images (uint8 (n,28,28)) and their int64 labels."""
-    from PIL import Image
+    from PIL import Image, ImageFilter
 
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n, dtype=np.int64) % 10)
@@ -371,6 +373,8 @@ def _render_split(n: int, seed: np.random.SeedSequence,
     heights = rng.uniform(0.60, 0.80, size=n)    # glyph height / canvas, before the fit-in-frame cap
     aspects = rng.uniform(0.90, 1.10, size=n)    # horizontal stretch
     shifts = rng.uniform(-1.0, 1.0, size=(n, 2))  # fraction of the free margin to move by
+    blurs = rng.uniform(*_BLUR, size=n) * (_CANVAS / _OUT)  # sigma in canvas pixels
+    peaks = rng.uniform(*_PEAK, size=n).astype(np.float32)
     out = np.empty((n, _OUT, _OUT), dtype=np.uint8)
     for i in range(n):
         font = fonts[font_idx[i]]
@@ -394,10 +398,12 @@ def _render_split(n: int, seed: np.random.SeedSequence,
         coeffs = (a, b, cx - a * tx - b * ty, d, e, cy - d * tx - e * ty)
         canvas = g.transform((_CANVAS, _CANVAS), Image.Transform.AFFINE, coeffs,
                              resample=Image.Resampling.BILINEAR, fillcolor=0)
+        canvas = canvas.filter(ImageFilter.GaussianBlur(float(blurs[i])))
         out[i] = np.asarray(canvas.reduce(_CANVAS // _OUT), dtype=np.uint8)
-    # Stretch each image so its brightest pixel is 255: thin strokes stay as visible as bold ones.
-    peak = out.reshape(n, -1).max(axis=1).astype(np.float32)
-    scale = np.float32(255.0) / np.maximum(peak, np.float32(1.0))
+    # Stretch each image so its brightest pixel is its drawn peak intensity: thin strokes stay as
+    # visible as bold ones, and ink intensity varies from image to image rather than by typeface.
+    brightest = out.reshape(n, -1).max(axis=1).astype(np.float32)
+    scale = np.float32(255.0) * peaks / np.maximum(brightest, np.float32(1.0))
     out = np.minimum(np.rint(out.astype(np.float32) * scale[:, None, None]), 255).astype(np.uint8)
     return out, labels
 
@@ -407,8 +413,9 @@ def generate_digits(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Synthesize (x_train, y_train, x_test, y_test): uint8 (N,28,28) light-on-dark digits, int64 labels.
 
-    Glyphs of 0-9 from many typefaces, randomly rotated (±45°), scaled, stretched, shifted and
-    thickened, in the spirit of MATLAB's digitTrain4DArrayData.  Train and test come from two
+    Glyphs of 0-9 from many typefaces, randomly rotated (±45°), scaled, stretched, shifted,
+    thickened, blurred (soft pen-like edges) and drawn at varying ink intensity, in the spirit of
+    MATLAB's digitTrain4DArrayData.  Train and test come from two
     independent random streams spawned from ``seed``; output is byte-identical for a given seed
     (and font set / Pillow version).
     """
