@@ -1,10 +1,12 @@
 """Auto-PGD (Croce & Hein, 2020): PGD with momentum and a step size that adapts itself.
 
 The step starts at 2·eps and is halved at checkpoints (after 22%, 41%, 57%, ... of the iterations)
-for every sample whose loss rose in fewer than rho = 75% of the steps since the last checkpoint, or
+for every sample whose loss rose in at most rho = 75% of the steps since the last checkpoint, or
 whose best loss did not improve since then without a halving; a halved sample restarts from its
-best point. Steps use momentum 0.75. Each sample keeps its best point: the first successful one,
-else its highest-loss one. Losses: cross-entropy (``ce``) or the difference of logits ratio
+best point. As in the reference implementation (fra31/auto-attack), the first step's loss is
+compared with 0, not with the starting loss, when counting rises for the first checkpoint. Steps
+use momentum 0.75. Each sample keeps its best point: the first successful one, else its
+highest-loss one. Losses: cross-entropy (``ce``) or the difference of logits ratio
 (``dlr``), which is invariant to shifting and rescaling the logits; both have targeted forms.
 """
 
@@ -107,7 +109,11 @@ def _apgd_once(
     loss, grad, logits = _loss_and_gradient(model, x_adv, y, target, loss_fn)
     result, result_score = x_adv.clone(), success_score(logits.argmax(1), y, target)
     x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
-    x_previous, loss_previous = x_adv.clone(), loss.clone()
+    # The loss each step is compared with when counting increases. The reference implementation
+    # keeps the losses in a zero-initialised buffer and compares the first step's loss with it
+    # (not with the starting loss); doing the same halves the step at the first checkpoint exactly
+    # as AutoAttack does (for DLR, negative while correct, the first step never counts as a rise).
+    x_previous, loss_previous = x_adv.clone(), torch.zeros_like(loss)
     step = torch.full((n,) + (1,) * (x.ndim - 1), float(alpha), device=x.device, dtype=x.dtype)
     increases = torch.zeros(n, device=x.device)
     loss_best_at_check = loss_best.clone()

@@ -523,10 +523,8 @@ def resolve_attack(
         target = str(target).strip().lower()
         parse_target(target)
     if name == "square":
-        if norm != "linf":
-            raise AttackError("square supports only the linf norm")
         if init != "random":
-            raise AttackError("square always starts from random stripes; it takes no --init zero")
+            raise AttackError("square always starts from a random point; it takes no --init zero")
         alpha, iters = None, queries or DEFAULT_QUERIES
     config = AttackConfig(
         name=name,

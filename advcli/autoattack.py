@@ -2,7 +2,8 @@
 
 ``auto`` runs APGD-CE, then targeted APGD-DLR towards each of the clean input's top-k most likely
 wrong classes (k = 3, fewer when the model has fewer classes; targeted cross-entropy below 4
-classes), then Square (L-inf only). Each member attacks only the samples that every member before
+classes), then Square, all in the same norm (L-inf or L2), as AutoAttack's standard version does.
+Each member attacks only the samples that every member before
 it failed on, so the result is the per-sample worst case over the members at the cost of little
 more than the first member.
 """
@@ -19,7 +20,6 @@ from .attacks import (
     AttackConfig, _check_inputs, attack_mode, best_of_restarts, choose_targets, predict, resolve_attack,
     validate_attack_args,
 )
-from .errors import AttackError
 from .square import square_attack, torch_logits
 
 AUTO_TARGETS = 3
@@ -47,11 +47,10 @@ def square(
     generator: Optional[torch.Generator] = None,
     norm: str = "linf",
 ) -> torch.Tensor:
-    """The L-inf Square attack (score-based black box) on a torch model, with restarts on the
-    samples still correctly classified. Each run spends at most `queries` queries per sample."""
-    if norm != "linf":
-        raise AttackError("square supports only the linf norm")
-    validate_attack_args(eps=eps, alpha=max(eps, 1e-12), steps=max(queries, 1), restarts=restarts)
+    """The Square attack (score-based black box) in the L-inf or the L2 `norm` on a torch model,
+    with restarts on the samples still correctly classified. Each run spends at most `queries`
+    queries per sample."""
+    validate_attack_args(eps=eps, alpha=max(eps, 1e-12), steps=max(queries, 1), restarts=restarts, norm=norm)
     _check_inputs(x, y)
     if eps == 0 or x.shape[0] == 0:
         return x.detach().clone()
@@ -61,7 +60,7 @@ def square(
 
         def run_once(todo: torch.Tensor) -> torch.Tensor:
             x_adv, _ = square_attack(logits, x[todo].detach(), y[todo], eps=eps, queries=queries, p_init=p_init,
-                                     clip=clip, generator=cpu_generator)
+                                     clip=clip, generator=cpu_generator, norm=norm)
             return x_adv
 
         if restarts == 1:  # one run is its own best; no extra queries to compare it with itself
@@ -77,8 +76,7 @@ def auto_members(config: AttackConfig, num_classes: int) -> list[AttackConfig]:
     targeted_loss = "apgd-dlr" if num_classes >= 4 else "apgd-ce"
     for rank in range(1, min(AUTO_TARGETS, num_classes - 1) + 1):
         members.append(AttackConfig(targeted_loss, **apgd, target=f"top-{rank}"))
-    if config.norm == "linf":
-        members.append(resolve_attack("square", eps=config.eps, clip=config.clip, queries=config.queries))
+    members.append(resolve_attack("square", eps=config.eps, clip=config.clip, queries=config.queries, norm=config.norm))
     return members
 
 
@@ -157,7 +155,7 @@ def auto(
     norm: str = "linf",
 ) -> torch.Tensor:
     """AutoAttack-style worst case: APGD-CE, targeted APGD-DLR on the top-3 wrong classes, then
-    Square (L-inf), each only on the samples still correctly classified. Clean errors are left as
+    Square, all in `norm`, each only on the samples still correctly classified. Clean errors are left as
     they are."""
     config = resolve_attack("auto", eps=eps, alpha=alpha, iters=steps, restarts=restarts,
                             init="random" if random_start else "zero", clip=clip, norm=norm, queries=queries)

@@ -303,11 +303,13 @@ def _attack_progress(progress: Progress) -> Callable[[str, int, int], None]:
 @handles_errors
 def attack_command(
     attack: AttackName = typer.Option("bim", "--attack", help="Attack to run."),
-    eps: float = typer.Option(0.1, "--eps", help="L-inf radius."),
+    eps: float = typer.Option(0.1, "--eps", help="Radius in the --norm."),
+    norm: NormName = typer.Option("linf", "--norm", help="Threat model: linf or l2."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01)."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Iterations (default per attack; BIM 20)."),
     restarts: int = typer.Option(1, "--restarts", help="Random restarts (need --init random)."),
     init: Optional[str] = typer.Option(None, "--init", help="zero or random start (default per attack)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Targeted attack towards a class index, random, least-likely or top-N; the targets are saved too."),
     clip: bool = typer.Option(True, "--clip/--no-clip", help="Clip adversarial images to [0, 1] (--no-clip: the reference's unclipped threat model)."),
     model: Optional[str] = ModelRunOpt,
     data: Optional[str] = EvalDataOpt,
@@ -317,7 +319,7 @@ def attack_command(
     batch_size: int = typer.Option(500, "--batch-size", min=1),
     device: DeviceChoice = DeviceOpt,
     queries: Optional[int] = QueriesOpt,
-    out_file: Optional[str] = typer.Option(None, "--out", help="Output .npz (default: <run>/attacks/<attack>-eps<eps>-<split>.npz)."),
+    out_file: Optional[str] = typer.Option(None, "--out", help="Output .npz (default: <run>/attacks/<attack>[-l2]-eps<eps>[-to-<target>]-<split>.npz)."),
     grid: Optional[str] = typer.Option(None, "--grid", help="PNG grid of 16 adversarial images with predictions (default: beside --out)."),
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
@@ -325,7 +327,8 @@ def attack_command(
     """Craft adversarial examples and save them with a picture of the model's predictions."""
     config = CraftConfig(model=model, data=data, split=split, attack=attack.value, eps=eps, alpha=alpha,
                          iters=iters, restarts=restarts, init=init, clip=clip, samples=samples, seed=seed,
-                         batch_size=batch_size, device=device.value, queries=queries, out=out_file, grid=grid)
+                         batch_size=batch_size, device=device.value, queries=queries, norm=norm.value,
+                         target=target, out=out_file, grid=grid)
     config.as_eval_config().validate()
     _announce_run(model, runs_dir)
     _say_notes([auto_fallback_note(config.device)])
@@ -336,6 +339,10 @@ def attack_command(
         return
     err.print(f"saved {result.samples} adversarial examples to [bold]{result.path}[/] and a grid to [bold]{result.grid}[/]", highlight=False)
     err.print(f"accuracy: clean {result.clean_accuracy:.4f}, adversarial {result.adversarial_accuracy:.4f}", highlight=False)
+    if result.target_hit_rate is not None:
+        err.print(f"target {result.attack['target']} reached on {result.target_hit_rate:.4f} of the samples aimed at it"
+                  + (f" ({result.untargetable} already of that class, left as they were)" if result.untargetable else ""),
+                  highlight=False)
 
 
 def _attack_label(a: Any) -> str:
@@ -415,7 +422,7 @@ def _render_sanity(report: EvalReport) -> None:
 @app.command("eval")
 @handles_errors
 def eval_command(
-    attack: List[AttackName] = typer.Option(["bim"], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). On an ONNX file, white-box attacks are transferred from its source checkpoint; square queries the file itself. auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square, each on the samples still robust."),
+    attack: List[AttackName] = typer.Option(["bim"], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). On an ONNX file, white-box attacks are transferred from its source checkpoint; square queries the file itself. auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square (in the --norm), each on the samples still robust."),
     eps: str = typer.Option("0.1", "--eps", help="Radius in the --norm; a comma-separated list (0,0.02,0.05,0.1) gives a robustness curve (thresholds apply to the largest)."),
     norm: NormName = typer.Option("linf", "--norm", help="Threat model: linf or l2."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01, APGD 2·eps to start)."),

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from .attacks import AttackConfig
 from .data import Dataset
 from .errors import AdvcliError
 from .evaluation import EvalConfig, clean_predictions, load_for_evaluation, robust_predictions, select_samples
@@ -38,6 +39,8 @@ class CraftConfig:
     batch_size: int = 500
     device: str = "auto"
     queries: Optional[int] = None
+    norm: str = "linf"
+    target: Optional[str] = None
     out: Optional[str] = None
     grid: Optional[str] = None
 
@@ -55,11 +58,24 @@ class CraftResult:
     clean_accuracy: float
     adversarial_accuracy: float
     attack: dict[str, Any]
+    target_hit_rate: Optional[float] = None  # targeted: share of the attacked samples predicted as their target
+    untargetable: int = 0  # targeted: samples whose target was their own label (left unattacked)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"adversarials": str(self.path), "grid": str(self.grid), "model": self.run,
-                "samples": self.samples, "clean_accuracy": self.clean_accuracy,
-                "adversarial_accuracy": self.adversarial_accuracy, "attack": self.attack}
+        result = {"adversarials": str(self.path), "grid": str(self.grid), "model": self.run,
+                  "samples": self.samples, "clean_accuracy": self.clean_accuracy,
+                  "adversarial_accuracy": self.adversarial_accuracy, "attack": self.attack}
+        if self.attack.get("target") is not None:
+            result["target_hit_rate"] = self.target_hit_rate
+            result["untargetable"] = self.untargetable
+        return result
+
+
+def default_output_name(attack: AttackConfig, split: str) -> str:
+    """``<attack>[-l2]-eps<eps>[-to-<target>]-<split>.npz``: the norm and target only when given."""
+    norm = "" if attack.norm == "linf" else f"-{attack.norm}"
+    target = "" if attack.target is None else f"-to-{attack.target}"
+    return f"{attack.name}{norm}-eps{attack.eps:g}{target}-{split}.npz"
 
 
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -83,10 +99,12 @@ def craft(
     on_progress: Optional[Callable[[str, int, int], None]] = None,
     **overrides: Any,
 ) -> CraftResult:
-    """Attack a model on a dataset split; save originals, adversarials, labels and predictions.
+    """Attack a model on a dataset split; save originals, adversarials, labels and predictions
+    (and, for a targeted attack, the target classes).
 
-    Output defaults to ``<run>/attacks/<attack>-eps<eps>-<split>.npz`` with a 4x4 PNG grid beside it.
-    An existing output file is never overwritten.
+    Output defaults to ``<run>/attacks/<attack>-eps<eps>-<split>.npz`` (``-l2`` after the attack
+    name under the L2 norm, ``-to-<target>`` after the radius when targeted) with a 4x4 PNG grid
+    beside it. An existing output file is never overwritten.
     """
     config = CraftConfig(**{**asdict(config or CraftConfig()), **overrides})
     eval_config = config.as_eval_config()
@@ -97,7 +115,9 @@ def craft(
         dataset = dataset or loaded
     elif dataset is None:
         raise AdvcliError("craft: pass the dataset together with the run")
-    out = Path(config.out) if config.out else run.path / "attacks" / f"{attack.name}-eps{attack.eps:g}-{config.split}.npz"
+    if attack.target is not None and attack.target.isdigit() and int(attack.target) >= len(run.classes):
+        raise AdvcliError(f"--target {attack.target}: the model has classes 0 to {len(run.classes) - 1}")
+    out = Path(config.out) if config.out else run.path / "attacks" / default_output_name(attack, config.split)
     if out.suffix != ".npz":
         raise AdvcliError(f"--out must end in .npz, got {out}")
     grid = Path(config.grid) if config.grid else out.with_suffix(".png")
@@ -119,7 +139,7 @@ def craft(
             on_progress(attack.name, done, len(x))
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    adv_pred, _, x_adv = robust_predictions(
+    adv_pred, _, x_adv, targets = robust_predictions(
         run.model, x, y, attack, batch_size=config.batch_size, device=device,
         generator=generator, on_batch=advance, keep_adversarials=True,
     )
@@ -127,11 +147,18 @@ def craft(
             "data_fingerprint": dataset.fingerprint, "split": config.split, "attack": attack.to_dict(),
             "config": asdict(config), "classes": list(dataset.classes), "versions": package_versions(),
             "created": utc_now()}
-    _save_npz_atomic(out, {
+    arrays = {
         "originals": x.numpy(), "adversarials": x_adv.numpy(), "labels": y.numpy(),
         "clean_predictions": clean_pred.numpy(), "adversarial_predictions": adv_pred.numpy(),
         "indices": picks.numpy(), "meta": np.array(json.dumps(meta)),
-    })
+    }
+    hit_rate, untargetable = None, 0
+    if targets is not None:
+        arrays["targets"] = targets.numpy()
+        aimed = targets != y
+        untargetable = int((~aimed).sum())
+        hit_rate = float((adv_pred[aimed] == targets[aimed]).float().mean()) if bool(aimed.any()) else None
+    _save_npz_atomic(out, arrays)
     from .plots import save_prediction_grid
 
     save_prediction_grid(x_adv.numpy(), adv_pred.tolist(), y.tolist(), dataset.classes, grid, seed=config.seed)
@@ -139,4 +166,5 @@ def craft(
         path=out, grid=grid, run=str(run.path), samples=len(x),
         clean_accuracy=float((clean_pred == y).float().mean()),
         adversarial_accuracy=float((adv_pred == y).float().mean()), attack=attack.to_dict(),
+        target_hit_rate=hit_rate, untargetable=untargetable,
     )

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from .attacks import ATTACK_KINDS, AttackConfig, attack_mode, l2_norms, predict, resolve_attack
+from .attacks import ATTACK_KINDS, AttackConfig, attack_mode, choose_targets, l2_norms, predict, resolve_attack
 from .autoattack import attack_members, run_sequence
 from .backends import BACKENDS, Classifier, OutputsOnly, load_classifier, load_transfer_source, torch_classifier
 from .data import Dataset, load_dataset
@@ -298,21 +298,28 @@ def robust_predictions(
     generator: Optional[torch.Generator] = None,
     on_batch: Optional[Callable[[int], None]] = None,
     keep_adversarials: bool = False,
-) -> tuple[torch.Tensor, float, Optional[torch.Tensor]]:
-    """Predictions on attacked inputs (streamed in batches), the largest |delta|, and optionally the inputs."""
-    predictions, kept, largest = [], [], 0.0
+) -> tuple[torch.Tensor, float, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Predictions on attacked inputs (streamed in batches), the largest |delta|, optionally the
+    inputs, and the target classes of a targeted attack (None when untargeted)."""
+    predictions, kept, chosen, largest = [], [], [], 0.0
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(device)
         yb = y[start:start + batch_size].to(device)
-        x_adv = attack.run(model, xb, yb, generator=generator)
+        targets = None
+        if attack.target is not None:
+            targets = choose_targets(model, xb, yb, attack.target, generator=generator)
+            chosen.append(targets.cpu())
+        x_adv = attack.run(model, xb, yb, generator=generator, targets=targets)
         largest = max(largest, check_adversarial(xb, x_adv, attack))
         predictions.append(predict(model, x_adv).cpu())
         if keep_adversarials:
             kept.append(x_adv.cpu())
         if on_batch is not None:
             on_batch(len(xb))
+    empty = torch.empty(0, dtype=torch.long)
     adversarials = torch.cat(kept) if keep_adversarials else None
-    return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long), largest, adversarials
+    targets_all = (torch.cat(chosen) if chosen else empty) if attack.target is not None else None
+    return torch.cat(predictions) if predictions else empty, largest, adversarials, targets_all
 
 
 def clean_predictions(model: nn.Module, x: torch.Tensor, *, batch_size: int, device: torch.device) -> torch.Tensor:

@@ -3,7 +3,13 @@ same samples, same budget. Reports both robust accuracies (lower = stronger atta
 --seeds for the attacks with random starts, how many samples only one side fooled, a table and
 JSON, and exits 1 when one of ours is weaker than its counterpart by more than --tolerance.
 
-    PYTHONPATH=. python benchmarks/attack_strength.py --model runs/robust --samples 500 --eps 0.1
+    PYTHONPATH=. python benchmarks/attack_strength.py --model runs/robust --samples 500 --eps 0.1 --seeds 0,1,2,3,4
+
+For APGD, when one batch holds all the samples (--batch-size >= --samples, the default), both
+sides draw their random starts from the same seed in the same order, so the same algorithm gives
+the same result sample for sample: a sample that only one side fools then points at a real
+difference. With smaller batches (and for PGD) the starts differ, and single samples may go either
+way by chance.
 
 torchattacks is optional and not a dependency of advcli (``pip install --no-deps torchattacks scipy``).
 Without it, only our figures are reported.
@@ -84,7 +90,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--attacks", default="fgsm,pgd,apgd-ce,apgd-dlr", help=f"comma-separated, from {', '.join(PAIRS)}")
     parser.add_argument("--auto", action="store_true", help="also report our auto (no counterpart)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; attacks with random starts run once per seed")
-    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--batch-size", type=int, default=1000,
+                        help="samples per batch; >= --samples gives both APGDs the same random starts")
     parser.add_argument("--tolerance", type=float, default=0.0, help="allowed excess robust accuracy of ours")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -136,7 +143,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     payload = {"model": str(run.path), "model_fingerprint": run.fingerprint, "data": dataset.spec,
                "data_fingerprint": dataset.fingerprint, "samples": len(x), "eps": args.eps, "seeds": seeds_all,
-               "clean_accuracy": float((predict(model, x) == y).float().mean()), "results": rows,
+               "clean_accuracy": float((predict(model, x) == y).float().mean()), "batch_size": args.batch_size,
+               "apgd_same_random_starts": args.batch_size >= len(x), "results": rows,
                "torchattacks": getattr(ta, "__version__", None), "versions": package_versions()}
     table = Table(title=f"Robust accuracy at eps {args.eps:g} (L-inf), {len(x)} samples, mean over seeds; "
                         "lower = stronger attack")

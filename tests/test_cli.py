@@ -164,6 +164,73 @@ def test_attack_saves_examples_and_a_grid(trained_run, tmp_path):
     assert again.exit_code == 2 and "already exists" in again.stderr
 
 
+def test_attack_l2_keeps_the_l2_bound_in_the_saved_file(trained_run, tmp_path):
+    out = tmp_path / "l2.npz"
+    result = invoke("attack", "--model", trained_run, "--attack", "pgd", "--norm", "l2", "--eps", 1.5, "--iters", 5,
+                    "--samples", 20, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["attack"]["norm"] == "l2"
+    with np.load(out, allow_pickle=False) as saved:
+        norms = np.sqrt(((saved["adversarials"] - saved["originals"]) ** 2).reshape(20, -1).sum(1))
+        meta = json.loads(str(saved["meta"]))
+        assert "targets" not in saved.files
+    assert norms.max() <= 1.5 + 1e-4 and norms.max() > 1.0  # the L2 radius, not an L-inf one
+    assert meta["attack"]["norm"] == "l2" and meta["config"]["norm"] == "l2" and meta["attack"]["target"] is None
+
+
+def test_attack_target_reaches_the_class_on_an_easy_case(trained_run, tmp_path):
+    out = tmp_path / "to3.npz"
+    result = invoke("attack", "--model", trained_run, "--attack", "pgd", "--eps", 0.3, "--iters", 20, "--target", 3,
+                    "--samples", 40, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    with np.load(out, allow_pickle=False) as saved:
+        labels, predictions, targets = saved["labels"], saved["adversarial_predictions"], saved["targets"]
+        unchanged = (saved["adversarials"] == saved["originals"]).reshape(40, -1).all(1)
+        meta = json.loads(str(saved["meta"]))
+    aimed = labels != 3
+    assert (targets == 3).all() and aimed.any() and (~aimed).any()
+    assert (predictions[aimed] == 3).mean() >= 0.8, predictions[aimed]
+    assert unchanged[~aimed].all()  # already of the target class: left as they were
+    assert meta["attack"]["target"] == "3" and meta["config"]["target"] == "3"
+    assert payload["target_hit_rate"] == pytest.approx(float((predictions[aimed] == 3).mean()))
+    assert payload["untargetable"] == int((~aimed).sum())
+
+
+def test_attack_default_names_tell_norms_and_targets_apart(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    common = ("attack", "--model", run, "--attack", "fgsm", "--samples", 5, "--eps", 0.5)
+    for extra in ((), ("--norm", "l2"), ("--target", "top-1"), ("--norm", "l2", "--target", "top-1")):
+        assert invoke(*common, *extra).exit_code == 0
+    assert sorted(path.name for path in (run / "attacks").glob("*.npz")) == [
+        "fgsm-eps0.5-test.npz", "fgsm-eps0.5-to-top-1-test.npz", "fgsm-l2-eps0.5-test.npz",
+        "fgsm-l2-eps0.5-to-top-1-test.npz"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--target", "likely"), "target"),
+        (("--target", "12"), "classes"),
+        (("--attack", "auto", "--target", "3"), "target"),
+        (("--norm", "linf", "--eps", 1.5), "eps"),
+        (("--norm", "l2", "--eps", -1), "eps"),
+    ],
+)
+def test_attack_bad_norm_or_target_exit_2_with_one_line(trained_run, tmp_path, args, message):
+    out = tmp_path / "bad.npz"
+    result = invoke("attack", "--model", trained_run, "--samples", 5, "--iters", 1, "--out", out, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_attack_unknown_norm_is_a_usage_error(trained_run):
+    result = invoke("attack", "--model", trained_run, "--samples", 5, "--norm", "l3")
+    assert result.exit_code == 2 and "l3" in result.output
+
+
 def test_export_writes_a_checked_onnx_file(trained_run, tmp_path):
     out = tmp_path / "model.onnx"
     result = invoke("export", "--model", trained_run, "--out", out, "--json")

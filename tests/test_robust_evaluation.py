@@ -265,7 +265,7 @@ def test_eval_l2_and_targeted_options(trained_run):
         (("--eps", "0.1,x"), "eps"),
         (("--eps", "0.1,-0.2"), "eps"),
         (("--plot", "curve.txt"), "png"),
-        (("--attack", "square", "--norm", "l2"), "linf"),
+        (("--attack", "square", "--init", "zero"), "init"),
         (("--attack", "auto", "--target", "3"), "target"),
         (("--target", "12"), "classes"),
         (("--target", "likely"), "target"),

@@ -11,11 +11,12 @@ from typer.testing import CliRunner
 
 from advcli.attacks import predict
 from advcli.attacks import ATTACK_KINDS, resolve_attack
+from advcli.autoattack import auto_members
 from advcli.cli import app
 from advcli.errors import AttackError
-from advcli.evaluation import evaluate
+from advcli.evaluation import evaluate, evaluate_model
 from advcli.runs import load_run
-from advcli.square import square_attack, torch_logits
+from advcli.square import l2_square_side, meta_pseudo_gaussian, square_attack, torch_logits
 
 
 class CountingLogits:
@@ -154,3 +155,121 @@ def test_attack_command_crafts_square_examples(trained_run, tmp_path):
     assert attack["alpha"] == 0.8 and attack["clip"] is True  # alpha is Square's p_init
     with np.load(out, allow_pickle=False) as saved:
         assert np.abs(saved["adversarials"] - saved["originals"]).max() <= 0.2 + 1e-6
+
+
+# L2 -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eps", [0.3, 1.0, 3.0])
+def test_l2_stays_in_eps_ball_and_pixel_range(eps, linear_model, linear_batch):
+    x, y = linear_batch
+    x_adv, used = square_attack(torch_logits(linear_model), x, y, eps=eps, queries=50, norm="l2",
+                                generator=torch.Generator().manual_seed(0))
+    assert x_adv.shape == x.shape and torch.isfinite(x_adv).all()
+    assert (x_adv - x).flatten(1).norm(dim=1).max() <= eps + 1e-5
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert used.shape == (len(x),) and 1 <= used.min() and used.max() <= 50
+
+
+def test_l2_spends_the_whole_radius_when_unclipped(linear_model):
+    """Without clipping every point Square tries lies on the L2 sphere of radius eps."""
+    x = torch.full((8, 1, 8, 8), 0.5)
+    y = predict(linear_model, x)
+    x_adv, _ = square_attack(torch_logits(linear_model), x, y, eps=2.0, queries=20, clip=False, norm="l2",
+                             generator=torch.Generator().manual_seed(0))
+    norms = (x_adv - x).flatten(1).norm(dim=1)
+    assert torch.allclose(norms, torch.full_like(norms, 2.0), atol=1e-5)
+    assert (x_adv - x).abs().max() < 2.0  # spread out, unlike an L-inf ball's corners
+
+
+def test_l2_query_budget_is_honoured_per_sample(linear_model, linear_batch):
+    x, y = linear_batch
+    logits = CountingLogits(torch_logits(linear_model))
+    _, used = square_attack(logits, x, y, eps=0.5, queries=30, norm="l2", generator=torch.Generator().manual_seed(0))
+    assert used.max() <= 30
+    assert logits.rows == int(used.sum())
+    robust = CountingLogits(lambda inputs: torch.tensor([[5.0, 0.0, 0.0]]).expand(len(inputs), 3))
+    _, used = square_attack(robust, x[:6], torch.zeros(6, dtype=torch.long), eps=0.5, queries=25, norm="l2")
+    assert used.tolist() == [25] * 6 and robust.rows == 6 * 25
+
+
+def test_l2_window_pattern_is_a_signed_unit_bump():
+    bump = meta_pseudo_gaussian(7)
+    assert bump.shape == (7, 7) and torch.isclose(bump.norm(), torch.tensor(1.0, dtype=bump.dtype))
+    assert (bump[:3] > 0).all() and (bump[3:] < 0).all()
+    assert bump[1, 3] == bump[:3].max() and bump[5, 3] == bump[3:].min()  # peaks at the halves' centres
+    assert torch.equal(bump, bump.flip(1))  # symmetric left to right
+
+
+def test_l2_rejects_what_l2_forbids(linear_model, linear_batch):
+    x, y = linear_batch
+    with pytest.raises(AttackError):
+        square_attack(torch_logits(linear_model), x, y, eps=-1.0, queries=5, norm="l2")
+    with pytest.raises(AttackError, match="norm"):
+        square_attack(torch_logits(linear_model), x, y, eps=0.5, queries=5, norm="l1")
+    assert resolve_attack("square", eps=2.0, norm="l2").norm == "l2"  # L2 radii may exceed 1
+
+
+def test_l2_square_breaks_a_standard_model(trained_run, tiny_dataset):
+    """With outputs only and 300 queries per sample, L2 Square fools most of what a weak model
+    classifies correctly at eps 3 (28x28 inputs)."""
+    run = load_run(trained_run)
+    x, y = tiny_dataset.x_test[:100], tiny_dataset.y_test[:100]
+    correct = predict(run.model, x) == y
+    x, y = x[correct], y[correct]
+    x_adv, used = square_attack(torch_logits(run.model), x, y, eps=3.0, queries=300, norm="l2",
+                                generator=torch.Generator().manual_seed(0))
+    robust = float((predict(run.model, x_adv) == y).float().mean())
+    assert (x_adv - x).flatten(1).norm(dim=1).max() <= 3.0 + 1e-5
+    assert len(y) >= 70, len(y)
+    assert robust <= 0.5, robust
+    assert used.max() <= 300
+
+
+def test_l2_window_side_is_odd_and_rounded_up():
+    assert l2_square_side(0.8, 28, 28) == 25
+    assert l2_square_side(0.025, 28, 28) == 5  # sqrt(19.6) ~ 4.4 -> 4 -> 5
+    assert l2_square_side(0.001, 28, 28) == 3  # never below 3
+    assert l2_square_side(0.8, 8, 8) == 7
+    assert l2_square_side(0.8, 4, 4) == 3  # 4 -> 5 does not fit: the largest odd side that does
+    assert l2_square_side(0.8, 2, 2) == 1
+
+
+def test_the_first_try_changes_a_square_of_p_init_of_the_image():
+    """L-inf: the try after the initial stripes covers p_init of the image (7x7 of 8x8 at 0.8),
+    as the schedule starts at p_init whatever the budget."""
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    y = torch.zeros(16, dtype=torch.long)
+    seen = []
+
+    def logits(inputs):
+        seen.append(inputs.clone())
+        return torch.tensor([[5.0, 0.0, 0.0]]).expand(len(inputs), 3)
+
+    square_attack(logits, x, y, eps=0.05, queries=2, generator=torch.Generator().manual_seed(0))
+    start, first_try = seen
+    changed = ((first_try - start).abs() > 1e-7).any(0).any(0)
+    rows, cols = changed.any(1).nonzero(), changed.any(0).nonzero()
+    assert int(rows.max() - rows.min()) + 1 == 7 and int(cols.max() - cols.min()) + 1 == 7
+
+
+def test_auto_under_l2_ends_with_l2_square(linear_model, linear_batch):
+    x, y = linear_batch
+    config = resolve_attack("auto", eps=1.0, norm="l2", iters=5, queries=30)
+    members = auto_members(config, 4)
+    assert [(m.name, m.norm) for m in members][-1] == ("square", "l2")
+    assert all(m.norm == "l2" for m in members) and members[-1].queries == 30
+    report = evaluate_model(linear_model, x, y, attacks=("auto",), eps=1.0, norm="l2", iters=5, queries=30,
+                            sanity_samples=0)
+    (result,) = report.attacks
+    assert [member["name"] for member in result.members][-1] == "square"
+    assert result.max_perturbation <= 1.0 + 1e-5
+
+
+def test_square_l2_in_an_evaluation_of_a_torch_run(trained_run):
+    report = evaluate(model=str(trained_run), attacks=("square",), eps=2.0, norm="l2", queries=20, samples=30,
+                      device="cpu", sanity_samples=0)
+    (result,) = report.attacks
+    payload = result.to_dict()
+    assert payload["name"] == "square" and payload["norm"] == "l2" and 1 <= payload["queries_mean"] <= 20
+    assert result.robust_accuracy <= report.clean_accuracy and result.max_perturbation <= 2.0 + 1e-5
