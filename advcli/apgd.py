@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks import (
-    _check_inputs, _check_targets, attack_mode, best_of_restarts, l2_norms, project_l2, success_score,
+    _check_inputs, _check_targets, attack_mode, best_of_restarts, judged_scores, l2_norms, project_l2,
     validate_attack_args,
 )
 from .errors import AttackError
@@ -105,7 +105,8 @@ def _apgd_once(
         return None if t is None else t[index]
 
     loss, grad, logits = _loss_and_gradient(model, x_adv, y, target, loss_fn)
-    result, result_score = x_adv.clone(), success_score(logits.argmax(1), y, target)
+    nothing = torch.zeros(n, dtype=torch.long, device=x.device)
+    result, result_score = x_adv.clone(), judged_scores(model, x_adv, logits, y, target, nothing)
     x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
     x_previous, loss_previous = x_adv.clone(), loss.clone()
     step = torch.full((n,) + (1,) * (x.ndim - 1), float(alpha), device=x.device, dtype=x.dtype)
@@ -128,7 +129,7 @@ def _apgd_once(
 
         loss_a, grad_a, logits_a = _loss_and_gradient(model, moved, y[active], pick(target, active), loss_fn)
         grad[active] = grad_a
-        score = success_score(logits_a.argmax(1), y[active], pick(target, active))
+        score = judged_scores(model, moved, logits_a, y[active], pick(target, active), result_score[active])
         improved = score > result_score[active]
         result[active[improved]] = moved[improved]
         result_score[active[improved]] = score[improved]

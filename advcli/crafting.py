@@ -1,4 +1,8 @@
-"""Crafting adversarial examples for a dataset split and saving them (``.npz``, no pickle) with a picture."""
+"""Crafting adversarial examples for a dataset split and saving them (``.npz``, no pickle) with a picture.
+
+White-box gradients run in the configured precision (:mod:`advcli.precision`); the saved
+predictions are the float32 model's, as in an evaluation.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ import numpy as np
 import torch
 
 from .data import Dataset
+from .attacks import attack_mode
 from .errors import AdvcliError
 from .evaluation import EvalConfig, clean_predictions, load_for_evaluation, robust_predictions, select_samples
+from .precision import crafting_model, resolve_precision
 from .provenance import package_versions, utc_now
 from .runs import DEFAULT_RUNS_DIR, Run
 
@@ -37,6 +43,7 @@ class CraftConfig:
     seed: int = 0
     batch_size: int = 500
     device: str = "auto"
+    precision: str = "auto"
     queries: Optional[int] = None
     out: Optional[str] = None
     grid: Optional[str] = None
@@ -55,11 +62,13 @@ class CraftResult:
     clean_accuracy: float
     adversarial_accuracy: float
     attack: dict[str, Any]
+    precision: str = "fp32"  # of the attack's gradients
 
     def to_dict(self) -> dict[str, Any]:
         return {"adversarials": str(self.path), "grid": str(self.grid), "model": self.run,
                 "samples": self.samples, "clean_accuracy": self.clean_accuracy,
-                "adversarial_accuracy": self.adversarial_accuracy, "attack": self.attack}
+                "adversarial_accuracy": self.adversarial_accuracy, "attack": self.attack,
+                "precision": self.precision}
 
 
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -106,6 +115,7 @@ def craft(
             raise AdvcliError(f"{target} already exists; choose another --out/--grid (results are never overwritten)")
 
     device = next(run.model.parameters()).device
+    precision = resolve_precision(config.precision, device)
     x_all, y_all = dataset.split(config.split)
     picks = select_samples(len(x_all), config.samples, config.seed)
     x, y = x_all[picks], y_all[picks]
@@ -119,12 +129,15 @@ def craft(
             on_progress(attack.name, done, len(x))
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    adv_pred, _, x_adv = robust_predictions(
-        run.model, x, y, attack, batch_size=config.batch_size, device=device,
-        generator=generator, on_batch=advance, keep_adversarials=True,
-    )
+    with attack_mode(run.model):
+        crafter = crafting_model(run.model, precision, device)
+        adv_pred, _, x_adv = robust_predictions(
+            run.model, x, y, attack, batch_size=config.batch_size, device=device,
+            generator=generator, on_batch=advance, keep_adversarials=True, crafter=crafter,
+        )
     meta = {"model": str(run.path), "model_fingerprint": run.fingerprint, "data": dataset.spec,
             "data_fingerprint": dataset.fingerprint, "split": config.split, "attack": attack.to_dict(),
+            "precision": precision,
             "config": asdict(config), "classes": list(dataset.classes), "versions": package_versions(),
             "created": utc_now()}
     _save_npz_atomic(out, {
@@ -138,5 +151,5 @@ def craft(
     return CraftResult(
         path=out, grid=grid, run=str(run.path), samples=len(x),
         clean_accuracy=float((clean_pred == y).float().mean()),
-        adversarial_accuracy=float((adv_pred == y).float().mean()), attack=attack.to_dict(),
+        adversarial_accuracy=float((adv_pred == y).float().mean()), attack=attack.to_dict(), precision=precision,
     )

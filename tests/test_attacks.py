@@ -6,15 +6,18 @@ import pytest
 import torch
 
 from advcli.attacks import ATTACKS, AttackError, bim, fgsm, linf_step, perturb, pgd, predict, resolve_attack
+from advcli.precision import crafting_model
 from advcli.runs import load_run
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 @pytest.mark.parametrize("eps", [0.03, 0.1, 0.3])
-def test_perturbation_stays_in_eps_ball_and_pixel_range(name, eps, linear_model, linear_batch):
+def test_perturbation_stays_in_eps_ball_and_pixel_range(name, eps, precision, linear_model, linear_batch):
     x, y = linear_batch
     config = resolve_attack(name, eps=eps)
-    x_adv = config.run(linear_model, x, y, generator=torch.Generator().manual_seed(0))
+    model = crafting_model(linear_model, precision, torch.device("cpu"))
+    x_adv = config.run(model, x, y, generator=torch.Generator().manual_seed(0))
     assert x_adv.shape == x.shape
     assert (x_adv - x).abs().max() <= eps + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
