@@ -87,11 +87,34 @@ def _check_targets(y: torch.Tensor, target: Optional[torch.Tensor]) -> None:
         raise AttackError(f"the target class equals the true label for {same} samples; nothing to attack there")
 
 
+# On the CPU, input gradients (and predictions) are taken this many samples at a time, so that one
+# chunk's activations stay in cache (seed-cnn on a 2-core EPYC: 1.3 to 1.6 times the speed of 500 at
+# once). Each sample's result is its own whatever the chunking: the losses are summed per sample.
+CPU_GRADIENT_CHUNK = 128
+
+
+def gradient_chunks(x: torch.Tensor) -> list[slice]:
+    """The row ranges in which input gradients of `x` are taken (all at once off the CPU)."""
+    size = CPU_GRADIENT_CHUNK if x.device.type == "cpu" else max(len(x), 1)
+    return [slice(start, start + size) for start in range(0, len(x), size)] or [slice(0, 0)]
+
+
 def input_gradient(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: Optional[torch.Tensor] = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient with respect to `x` of the summed cross-entropy (or, with `target`, of minus the
     target class's cross-entropy: ascending it moves towards the target), and the logits at `x`."""
+    chunks = gradient_chunks(x)
+    if len(chunks) > 1:
+        parts = [_input_gradient(model, x[rows], y[rows], None if target is None else target[rows])
+                 for rows in chunks]
+        return torch.cat([grad for grad, _ in parts]), torch.cat([logits for _, logits in parts])
+    return _input_gradient(model, x, y, target)
+
+
+def _input_gradient(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x)
@@ -252,7 +275,10 @@ def perturb(
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Predicted labels for `x`."""
+    """Predicted labels for `x` (on the CPU in chunks, as gradients are: see :func:`gradient_chunks`)."""
+    chunks = gradient_chunks(x)
+    if len(chunks) > 1:
+        return torch.cat([model(x[rows]).argmax(1) for rows in chunks])
     return model(x).argmax(1)
 
 
@@ -267,6 +293,8 @@ def best_of_restarts(
     """Run `run_once(indices)` (an attack on ``x[indices]``) up to `restarts` times, each time on the
     samples not yet successfully attacked; keep per sample the best point by :func:`success_score`
     (worst case by misclassification, the earliest start on ties)."""
+    if restarts == 1:  # one run is its own best; no need to classify it here
+        return run_once(torch.arange(x.shape[0], device=x.device))
     best: Optional[torch.Tensor] = None
     best_score = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     for _ in range(restarts):

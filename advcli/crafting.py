@@ -1,7 +1,7 @@
 """Crafting adversarial examples for a dataset split and saving them (``.npz``, no pickle) with a picture.
 
 White-box gradients run in the configured precision (:mod:`advcli.precision`); the saved
-predictions are the float32 model's, as in an evaluation.
+predictions are float32 classifications, as in an evaluation.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from .data import Dataset
-from .attacks import attack_mode
 from .errors import AdvcliError
 from .evaluation import EvalConfig, clean_predictions, load_for_evaluation, robust_predictions, select_samples
-from .precision import crafting_model, resolve_precision
+from .precision import crafting_model, deciding_model, resolve_precision
 from .provenance import package_versions, utc_now
 from .runs import DEFAULT_RUNS_DIR, Run
 
@@ -119,7 +118,9 @@ def craft(
     x_all, y_all = dataset.split(config.split)
     picks = select_samples(len(x_all), config.samples, config.seed)
     x, y = x_all[picks], y_all[picks]
-    clean_pred = clean_predictions(run.model, x, batch_size=config.batch_size, device=device)
+    crafter = crafting_model(run.model, precision, device)
+    judge = deciding_model(crafter)  # float32 (in reduced precision: the crafting copy's layout)
+    clean_pred = clean_predictions(judge, x, batch_size=config.batch_size, device=device)
     done = 0
 
     def advance(batch: int) -> None:
@@ -129,12 +130,10 @@ def craft(
             on_progress(attack.name, done, len(x))
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    with attack_mode(run.model):
-        crafter = crafting_model(run.model, precision, device)
-        adv_pred, _, x_adv = robust_predictions(
-            run.model, x, y, attack, batch_size=config.batch_size, device=device,
-            generator=generator, on_batch=advance, keep_adversarials=True, crafter=crafter,
-        )
+    adv_pred, _, x_adv = robust_predictions(
+        judge, x, y, attack, batch_size=config.batch_size, device=device,
+        generator=generator, on_batch=advance, keep_adversarials=True, crafter=crafter,
+    )
     meta = {"model": str(run.path), "model_fingerprint": run.fingerprint, "data": dataset.spec,
             "data_fingerprint": dataset.fingerprint, "split": config.split, "attack": attack.to_dict(),
             "precision": precision,

@@ -16,11 +16,11 @@ predictions, re-classifies every adversarial example and answers black-box queri
 white-box attacks are crafted on a torch source checkpoint and judged by the ONNX model (transfer).
 
 White-box attacks may take their gradients in reduced precision (``precision``, see
-:mod:`advcli.precision`): they then craft on an autocast copy of the torch model that crafts, while
-the model itself, in float32, judges every sample, answers black-box queries and re-classifies
-every adversarial example. Reported accuracies are therefore always float32 classifications, and
-``fp32`` runs exactly as without any precision setting. For an ONNX model the precision applies
-only to its torch transfer source.
+:mod:`advcli.precision`): they then craft under autocast, while the model, in float32, judges
+every sample, answers black-box queries and re-classifies every adversarial example (for a
+convolutional torch model: a copy of it with channels-last weights, for speed). Reported
+accuracies are therefore always float32 classifications, and ``fp32`` runs exactly as without any
+precision setting. For an ONNX model the precision applies only to its torch transfer source.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .backends import BACKENDS, Classifier, OutputsOnly, load_classifier, load_t
 from .data import Dataset, load_dataset
 from .devices import auto_fallback_note, resolve_device
 from .errors import AdvcliError, AttackError
-from .precision import check_precision, crafting_model, resolve_precision
+from .precision import check_precision, crafting_model, deciding_model, resolve_precision
 from .provenance import package_versions, utc_now
 from .runs import DEFAULT_RUNS_DIR, Run, load_run, resolve_run_path
 from .sanity import SanityCheck, SanityInputs, run_sanity_checks
@@ -557,9 +557,12 @@ def evaluate_model(
     gradient_model = source if source is not None else None if isinstance(model, OutputsOnly) else model
     if gradient_model is None:
         precision = "fp32"  # nothing is differentiated; the model answers in its own arithmetic
+    crafter = None if gradient_model is None else crafting_model(gradient_model, precision, device)
+    if crafter is gradient_model:
+        crafter = None
+    elif crafter is not None and source is None:
+        model = deciding_model(crafter)  # the float32 model in the crafting copy's layout judges
     with attack_mode(model):
-        crafter = None if gradient_model is None else crafting_model(gradient_model, precision, device)
-        crafter = None if crafter is gradient_model else crafter
         with torch.no_grad():
             num_classes = int(model(x[:1].to(device)).shape[1])
         classes = list(classes) if classes is not None else [str(index) for index in range(num_classes)]

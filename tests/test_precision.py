@@ -94,20 +94,36 @@ class TinyConv(nn.Module):
         return self.linear(out.flatten(1))
 
 
+class TinyDense(nn.Module):
+    """No convolution weights (so no copy is made), and a batch norm to catch mode leaks."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 def test_fp32_adds_nothing_and_reduced_precision_wraps_a_channels_last_copy():
     model = TinyConv().eval()
-    assert crafting_model(model, "fp32", CPU) is model
+    assert crafting_model(model, "fp32", CPU) is model and deciding_model(model) is model
     wrapper = crafting_model(model, "bf16", CPU)
-    assert isinstance(wrapper, Autocast) and deciding_model(wrapper) is model and deciding_model(model) is model
-    assert wrapper.crafting is not model
-    assert wrapper.crafting.conv.weight.stride() == (9, 1, 3, 1)  # channels-last
+    judge = deciding_model(wrapper)
+    assert isinstance(wrapper, Autocast) and judge is wrapper.crafting and judge is not model
+    assert judge.conv.weight.stride() == (9, 1, 3, 1)  # channels-last
+    assert not any(parameter.requires_grad for parameter in judge.parameters())
     assert model.conv.weight.stride() == (9, 9, 3, 1) and model.conv.weight.requires_grad  # the original is untouched
     x = torch.rand(5, 1, 8, 8)
     logits = wrapper(x)
     assert logits.dtype == torch.float32
     with torch.no_grad():
-        exact = model(x)
+        exact, judged = model(x), judge(x)
     assert not torch.equal(logits, exact) and torch.allclose(logits, exact, atol=0.05, rtol=0.05)
+    assert judged.dtype == torch.float32 and torch.allclose(judged, exact, atol=1e-5, rtol=1e-5)
+    dense = TinyDense()
+    assert deciding_model(crafting_model(dense, "bf16", CPU)) is dense  # nothing to re-lay out: no copy
     with pytest.raises(AdvcliError):
         Autocast(model, "fp32", "cpu")
 
@@ -145,9 +161,10 @@ def test_early_stopping_waits_for_the_float32_judge(linear_model, linear_batch):
     assert not torch.equal(stopped, full)
 
 
+@pytest.mark.parametrize("network", [TinyConv, TinyDense])
 @pytest.mark.parametrize("attack", ["bim", "pgd", "apgd-ce", "square", "auto"])
-def test_reduced_precision_evaluation_leaves_the_model_as_it_was(attack):
-    model = TinyConv().train()
+def test_reduced_precision_evaluation_leaves_the_model_as_it_was(attack, network):
+    model = network().train()
     x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     with torch.no_grad(), attack_mode(model):
         y = model(x).argmax(1)
@@ -158,7 +175,7 @@ def test_reduced_precision_evaluation_leaves_the_model_as_it_was(attack):
     assert model.training and all(module.training for module in model.modules())
     assert all(parameter.requires_grad for parameter in model.parameters())
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())  # batch-norm stats too
-    assert model.conv.weight.stride() == (9, 9, 3, 1)
+    assert all(p.stride() == torch.empty(p.shape).stride() for p in model.parameters())
 
 
 # Attacks and evaluation ---------------------------------------------------------------------
