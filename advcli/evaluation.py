@@ -316,24 +316,28 @@ def robust_predictions(
 
     The attack runs on `crafter` when given (a reduced-precision wrapper of `model`, see
     :func:`advcli.precision.crafting_model`); `model` makes the predictions."""
-    predictions, kept, largest = [], [], 0.0
+    predictions = torch.empty(len(x), dtype=torch.long)
+    adversarials = torch.empty_like(x, device="cpu") if keep_adversarials else None
+    largest = 0.0
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(device, non_blocking=True)
         yb = y[start:start + batch_size].to(device, non_blocking=True)
         x_adv = attack.run(model if crafter is None else crafter, xb, yb, generator=generator)
         largest = max(largest, check_adversarial(xb, x_adv, attack))
-        predictions.append(predict(model, x_adv).cpu())
-        if keep_adversarials:
-            kept.append(x_adv.cpu())
+        predictions[start:start + len(xb)] = predict(model, x_adv)
+        if adversarials is not None:
+            adversarials[start:start + len(xb)] = x_adv
         if on_batch is not None:
             on_batch(len(xb))
-    adversarials = torch.cat(kept) if keep_adversarials else None
-    return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long), largest, adversarials
+    return predictions, largest, adversarials
 
 
 def clean_predictions(model: nn.Module, x: torch.Tensor, *, batch_size: int, device: torch.device) -> torch.Tensor:
-    return torch.cat([predict(model, x[i:i + batch_size].to(device, non_blocking=True)).cpu()
-                      for i in range(0, len(x), batch_size)])
+    """Predicted labels of `x` in batches, written into one tensor sized once (see :func:`attack_samples`)."""
+    predictions = torch.empty(len(x), dtype=torch.long)
+    for start in range(0, len(x), batch_size):
+        predictions[start:start + batch_size] = predict(model, x[start:start + batch_size].to(device, non_blocking=True))
+    return predictions
 
 
 def load_for_evaluation(config: EvalConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR) -> tuple[Run, Dataset, bool]:
@@ -390,10 +394,12 @@ def attack_samples(
     on_batch: Optional[Callable[[int], None]] = None,
     source: Optional[nn.Module] = None,
     crafter: Optional[nn.Module] = None,
+    rows: Optional[torch.Tensor] = None,
 ) -> AttackedSamples:
     """Attack clean-correct samples in batches (``auto`` as its sequence of members), re-check every
     adversarial example and re-classify it; fail loudly when the re-classification disagrees
-    with what the attack reported.
+    with what the attack reported. With `rows`, the samples are ``x[rows]``, gathered one batch at
+    a time (no copy of the whole selection).
 
     White-box members craft on `crafter` when given (a reduced-precision wrapper of the model that
     crafts, see :func:`advcli.precision.crafting_model`), else on `source` when given (transfer),
@@ -411,10 +417,17 @@ def attack_samples(
         return counter if is_black_box(member) else gradient_model
 
     generator = torch.Generator(device=device).manual_seed(seed)
-    fooled_by, predictions, targets, largest = [], [], [], 0.0
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(device, non_blocking=True)
-        yb = y[start:start + batch_size].to(device, non_blocking=True)
+    count = len(x) if rows is None else len(rows)
+    # Results go straight into tensors sized once: nothing small is kept per batch, which would pin
+    # the allocator's heap between the batches' large temporaries and grow memory with the data.
+    fooled_by = torch.full((count,), -1, dtype=torch.long)
+    predictions = torch.full((count,), -1, dtype=torch.long)
+    targets = torch.full((count,), -1, dtype=torch.long)
+    largest = 0.0
+    for start in range(0, count, batch_size):
+        chosen = slice(start, start + batch_size) if rows is None else rows[start:start + batch_size]
+        xb = x[chosen].to(device, non_blocking=True)
+        yb = y[chosen].to(device, non_blocking=True)
         outcome = run_sequence(model, xb, yb, members, generator=generator, attacker=attacker)
         largest = max(largest, check_adversarial(xb, outcome.x_adv, attack))
         predicted = predict(model, outcome.x_adv)
@@ -424,19 +437,14 @@ def attack_samples(
                 f"{attack.name}: re-classifying its adversarial examples disagrees with the attack's own "
                 f"bookkeeping on {disagree} of {len(xb)} samples (are the model's outputs random or "
                 "batch-dependent?); the result is not reported")
-        fooled_by.append(outcome.fooled_by.cpu())
-        predictions.append(predicted.cpu())
-        targets.append(outcome.targets.cpu())
+        done = slice(start, start + len(xb))
+        fooled_by[done] = outcome.fooled_by
+        predictions[done] = predicted
+        targets[done] = outcome.targets
         if on_batch is not None:
             on_batch(len(xb))
-    empty = torch.empty(0, dtype=torch.long)
-    return AttackedSamples(
-        fooled_by=torch.cat(fooled_by) if fooled_by else empty,
-        predictions=torch.cat(predictions) if predictions else empty,
-        targets=torch.cat(targets) if targets else empty,
-        largest=largest,
-        queries=counter.count,
-    )
+    return AttackedSamples(fooled_by=fooled_by, predictions=predictions, targets=targets, largest=largest,
+                           queries=counter.count)
 
 
 def _share(mask: torch.Tensor) -> Optional[float]:
@@ -476,9 +484,9 @@ def _attack_over_eps(
             if on_progress is not None:
                 on_progress(stage, done, size)
 
-        outcome = attack_samples(model, x[todo], y[todo], attack, num_classes=num_classes,
-                                 batch_size=config.batch_size, device=device, seed=config.seed, on_batch=advance,
-                                 source=source, crafter=crafter)
+        outcome = attack_samples(model, x, y, attack, num_classes=num_classes, batch_size=config.batch_size,
+                                 device=device, seed=config.seed, on_batch=advance, source=source, crafter=crafter,
+                                 rows=todo)
         fooled = outcome.fooled_by >= 0
         broken_by[todo[fooled]] = outcome.fooled_by[fooled]
         robust = clean & (broken_by == -1)
@@ -593,9 +601,9 @@ def evaluate_model(
             robust = ok.clone()
             chosen = indices[ok]
             if attack.eps > 0 and chosen.numel():
-                outcome = attack_samples(model, x[chosen], y[chosen], attack, num_classes=num_classes,
+                outcome = attack_samples(model, x, y, attack, num_classes=num_classes,
                                          batch_size=config.batch_size, device=device, seed=config.seed,
-                                         source=source, crafter=crafter)
+                                         source=source, crafter=crafter, rows=chosen)
                 robust[ok] = outcome.fooled_by == -1
             return robust
 

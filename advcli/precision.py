@@ -67,7 +67,7 @@ def resolve_precision(choice: str, device: torch.device, *, training: bool = Fal
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return "bf16"
-        return "fp32" if training else "fp16"
+        return "fp32" if training else "fp16"  # attack gradients in fp16 are rescaled: see Autocast
     if device.type == "cpu":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return "fp32"
@@ -96,12 +96,47 @@ def set_channels_last(model: nn.Module, enabled: bool = True) -> bool:
     return True
 
 
+class _NormalisePerSample(torch.autograd.Function):
+    """Identity; on the way back, scales each sample's gradient to a largest magnitude of 1 and
+    keeps the factors in `scales` for :class:`_RestorePerSample`."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, scales: dict) -> torch.Tensor:  # type: ignore[override]
+        ctx.scales = scales
+        return logits.view_as(logits)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        scale = grad.flatten(1).abs().amax(1).clamp_min(torch.finfo(grad.dtype).tiny)
+        ctx.scales["value"] = scale
+        return grad / scale.view(-1, *([1] * (grad.ndim - 1))), None
+
+
+class _RestorePerSample(torch.autograd.Function):
+    """Identity; on the way back, multiplies each sample's (float32) gradient by the factor
+    :class:`_NormalisePerSample` took out."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scales: dict) -> torch.Tensor:  # type: ignore[override]
+        ctx.scales = scales
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        scale = ctx.scales.pop("value", None)
+        if scale is None:
+            return grad, None
+        return grad * scale.to(grad.dtype).view(-1, *([1] * (grad.ndim - 1))), None
+
+
 class Autocast(nn.Module):
     """`crafting` run under autocast to `precision`, returning float32 logits.
 
     Attacks handed this wrapper take their gradients through it, and make every decision with
     `reference` (the float32 model; by default `crafting` itself, run outside autocast): see
-    :func:`reference_model`.
+    :func:`reference_model`. In fp16, whose range is narrow, an input gradient runs back through
+    the network scaled per sample to a largest logit gradient of 1 and is scaled back in float32,
+    so that the gradients of confidently classified samples do not underflow to zero.
     """
 
     def __init__(self, crafting: nn.Module, precision: str, device_type: str,
@@ -116,8 +151,13 @@ class Autocast(nn.Module):
         self.dtype = PRECISIONS[precision]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rescale = self.dtype is torch.float16 and torch.is_grad_enabled() and x.requires_grad
+        scales: dict = {}
+        if rescale:
+            x = _RestorePerSample.apply(x, scales)
         with torch.autocast(device_type=self.device_type, dtype=self.dtype):
-            return self.crafting(x).float()
+            logits = self.crafting(x).float()
+        return _NormalisePerSample.apply(logits, scales) if rescale else logits
 
 
 def reference_model(model: nn.Module) -> Optional[nn.Module]:

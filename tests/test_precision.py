@@ -11,7 +11,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import advcli.precision as precision_module
-from advcli.attacks import attack_mode, bim, judged_scores, perturb, predict
+from advcli.attacks import attack_mode, bim, input_gradient, judged_scores, perturb, predict
 from advcli.cli import app
 from advcli.errors import AdvcliError
 from advcli.evaluation import evaluate_model
@@ -306,3 +306,36 @@ def test_fp16_on_the_cpu_exits_2_with_one_line(command, trained_run, tiny_spec, 
 def test_unknown_precision_is_a_usage_error(trained_run):
     result = invoke("eval", "--model", trained_run, "--precision", "fp64")
     assert result.exit_code == 2
+
+
+class Confident(nn.Module):
+    """A classifier so sure of itself that its cross-entropy gradients fall below fp16's range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.linear = nn.Linear(4 * 8 * 8, 3)
+        with torch.no_grad():
+            self.linear.bias.copy_(torch.tensor([25.0, 0.0, 0.0]))  # class 0 by a margin of about 25
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.conv(x).flatten(1))
+
+
+def test_fp16_gradients_of_confident_samples_do_not_underflow():
+    model = Confident().eval()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with attack_mode(model):
+        y = predict(model, x)
+        exact, _ = input_gradient(model, x, y)
+        plain = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.float16):
+            logits = model(plain)
+        (underflowed,) = torch.autograd.grad(nn.functional.cross_entropy(logits.float(), y, reduction="sum"), plain)
+        rescued, _ = input_gradient(Autocast(model, "fp16", "cpu"), x, y)
+    assert (exact != 0).all() and exact.abs().max() < 1e-8  # tiny, but there in float32
+    assert (underflowed == 0).all()  # plain fp16 autocast loses them
+    assert (rescued != 0).float().mean() > 0.95
+    assert (rescued.sign() == exact.sign()).float().mean() > 0.95
+    assert torch.allclose(rescued, exact, rtol=0.05, atol=exact.abs().max().item() * 0.02)
