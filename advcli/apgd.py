@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks import (
-    _check_inputs, _check_targets, attack_mode, best_of_restarts, l2_norms, project_l2, success_score,
-    validate_attack_args,
+    _check_inputs, _check_targets, attack_mode, best_of_restarts, gradient_chunks, judged_scores, l2_norms,
+    project_l2, validate_attack_args,
 )
 from .errors import AttackError
 
@@ -56,6 +56,19 @@ LOSSES: dict[str, LossFn] = {"ce": ce_loss, "dlr": dlr_loss}
 
 
 def _loss_and_gradient(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor], loss_fn: LossFn
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample losses, their input gradients and the logits, taken chunk by chunk (see
+    :func:`advcli.attacks.gradient_chunks`)."""
+    chunks = gradient_chunks(x)
+    if len(chunks) > 1:
+        parts = [_loss_and_gradient_once(model, x[rows], y[rows], None if target is None else target[rows], loss_fn)
+                 for rows in chunks]
+        return tuple(torch.cat([part[i] for part in parts]) for i in range(3))  # type: ignore[return-value]
+    return _loss_and_gradient_once(model, x, y, target, loss_fn)
+
+
+def _loss_and_gradient_once(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor], loss_fn: LossFn
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = x.detach().requires_grad_(True)
@@ -107,7 +120,8 @@ def _apgd_once(
         return None if t is None else t[index]
 
     loss, grad, logits = _loss_and_gradient(model, x_adv, y, target, loss_fn)
-    result, result_score = x_adv.clone(), success_score(logits.argmax(1), y, target)
+    nothing = torch.zeros(n, dtype=torch.long, device=x.device)
+    result, result_score = x_adv.clone(), judged_scores(model, x_adv, logits, y, target, nothing)
     x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
     # The loss each step is compared with when counting increases. The reference implementation
     # keeps the losses in a zero-initialised buffer and compares the first step's loss with it
@@ -134,7 +148,7 @@ def _apgd_once(
 
         loss_a, grad_a, logits_a = _loss_and_gradient(model, moved, y[active], pick(target, active), loss_fn)
         grad[active] = grad_a
-        score = success_score(logits_a.argmax(1), y[active], pick(target, active))
+        score = judged_scores(model, moved, logits_a, y[active], pick(target, active), result_score[active])
         improved = score > result_score[active]
         result[active[improved]] = moved[improved]
         result_score[active[improved]] = score[improved]

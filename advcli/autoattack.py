@@ -20,6 +20,7 @@ from .attacks import (
     AttackConfig, _check_inputs, attack_mode, best_of_restarts, choose_targets, predict, resolve_attack,
     validate_attack_args,
 )
+from .precision import deciding_model
 from .square import square_attack, torch_logits
 
 AUTO_TARGETS = 3
@@ -49,14 +50,14 @@ def square(
 ) -> torch.Tensor:
     """The Square attack (score-based black box) in the L-inf or the L2 `norm` on a torch model,
     with restarts on the samples still correctly classified. Each run spends at most `queries`
-    queries per sample."""
+    queries per sample. Handed a reduced-precision wrapper, it queries the float32 model behind it."""
     validate_attack_args(eps=eps, alpha=max(eps, 1e-12), steps=max(queries, 1), restarts=restarts, norm=norm)
     _check_inputs(x, y)
     if eps == 0 or x.shape[0] == 0:
         return x.detach().clone()
     cpu_generator = _cpu_generator(generator)
     with attack_mode(model):
-        logits = torch_logits(model)
+        logits = torch_logits(deciding_model(model))
 
         def run_once(todo: torch.Tensor) -> torch.Tensor:
             x_adv, _ = square_attack(logits, x[todo].detach(), y[todo], eps=eps, queries=queries, p_init=p_init,
@@ -156,19 +157,22 @@ def auto(
 ) -> torch.Tensor:
     """AutoAttack-style worst case: APGD-CE, targeted APGD-DLR on the top-3 wrong classes, then
     Square, all in `norm`, each only on the samples still correctly classified. Clean errors are left as
-    they are."""
+    they are. Handed a reduced-precision wrapper, the gradient members craft on it while its float32
+    model decides which samples are fooled (and answers Square's queries)."""
     config = resolve_attack("auto", eps=eps, alpha=alpha, iters=steps, restarts=restarts,
                             init="random" if random_start else "zero", clip=clip, norm=norm, queries=queries)
     _check_inputs(x, y)
     if eps == 0 or x.shape[0] == 0:
         return x.detach().clone()
+    judge = deciding_model(model)
     with torch.no_grad(), attack_mode(model):
-        logits = model(x)
+        logits = judge(x)
     correct = (logits.argmax(1) == y).nonzero().squeeze(1)
     x_adv = x.detach().clone()
     if correct.numel():
         members = auto_members(config, logits.shape[1])
-        outcome = run_sequence(model, x[correct], y[correct], members, generator=generator)
+        outcome = run_sequence(judge, x[correct], y[correct], members, generator=generator,
+                               attacker=None if judge is model else lambda member: model)
         x_adv[correct] = outcome.x_adv
     return x_adv
 

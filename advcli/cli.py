@@ -28,6 +28,7 @@ from .evaluation import EvalConfig, EvalReport, check_plot_path, evaluate, load_
 from .guard import OnCollapse
 from .interrupts import graceful_interrupt
 from .models import DEFAULT_MODEL, ModelName
+from .precision import PrecisionChoice, resolve_precision
 from .runs import DEFAULT_RUNS_DIR, check_run_dir_free, load_run, resolve_run_path, write_json_atomic
 from .training import (LrSchedule, OptimizerName, TrainConfig, TrainingMethod, TrainProgress, TrainResult, load_resume,
                        resume_training, resumed_run_path, train)
@@ -90,6 +91,10 @@ ModelRunOpt = typer.Option(None, "--model", help="Run folder to use (default: th
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 QueriesOpt = typer.Option(None, "--queries", help="Square's queries per sample (square and auto; default 1000).")
 SeedOpt = typer.Option(0, "--seed", help="Random seed (shuffling, initialisation, random starts, subsets).")
+PrecisionOpt = typer.Option(
+    PrecisionChoice.auto, "--precision",
+    help="Precision of attack gradients and training steps: auto (bf16 where the hardware has it natively, "
+         "else fp32), fp32, bf16 or fp16 (CUDA, attacks only). Reported accuracies are always classified in fp32.")
 
 
 def _progress() -> Progress:
@@ -143,7 +148,7 @@ def _report_training(path: Path, result: TrainResult, command: str) -> None:
     if metrics["stopped_by_guard"]:
         err.print("[yellow]training stopped by the guard: robust validation accuracy collapsed[/]")
     err.print(f"saved run [bold]{path}[/]  clean test accuracy {metrics['clean_test_accuracy']:.4f}  "
-              f"({metrics['train_seconds']:.1f} s)", highlight=False)
+              f"({metrics['train_seconds']:.1f} s, {metrics['precision']})", highlight=False)
 
 
 def _say_notes(notes: List[Optional[str]]) -> None:
@@ -164,7 +169,7 @@ def _run_training(
     else:
         raise AdvcliError("nothing to train: give a configuration or --resume")
     config.validate()
-    resolve_device(config.device)
+    resolve_precision(config.precision, resolve_device(config.device), training=True)
     _say_notes([auto_fallback_note(config.device)])
     if target is not None:
         check_run_dir_free(target)
@@ -215,6 +220,7 @@ def train_command(
     lr_schedule: LrSchedule = LrScheduleOpt,
     seed: int = SeedOpt,
     device: DeviceChoice = DeviceOpt,
+    precision: PrecisionChoice = PrecisionOpt,
     resume: Optional[Path] = ResumeOpt,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder to create (default: runs/<timestamp>-standard)."),
     runs_dir: Path = RunsDirOpt,
@@ -227,7 +233,7 @@ def train_command(
         return
     config = TrainConfig(data=data, model=model.value, epochs=epochs, batch_size=batch_size, lr=lr,
                          momentum=momentum, seed=seed, device=device.value, method="none",
-                         optimizer=optimizer.value, lr_schedule=lr_schedule.value)
+                         optimizer=optimizer.value, lr_schedule=lr_schedule.value, precision=precision.value)
     _run_training(config, out_dir, runs_dir, as_json)
 
 
@@ -259,6 +265,7 @@ def robust_train_command(
     lr_schedule: LrSchedule = LrScheduleOpt,
     seed: int = SeedOpt,
     device: DeviceChoice = DeviceOpt,
+    precision: PrecisionChoice = PrecisionOpt,
     resume: Optional[Path] = ResumeOpt,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder to create (default: runs/<timestamp>-robust)."),
     runs_dir: Path = RunsDirOpt,
@@ -275,7 +282,7 @@ def robust_train_command(
                          eps=eps, alpha=alpha, init=init, iters=iters, clip=clip, beta=beta, replays=replays,
                          optimizer=optimizer.value, lr_schedule=lr_schedule.value, eps_ramp=eps_ramp,
                          val_split=val_split, val_every=val_every, val_iters=val_iters,
-                         collapse_drop=collapse_drop, on_collapse=on_collapse.value)
+                         collapse_drop=collapse_drop, on_collapse=on_collapse.value, precision=precision.value)
     _run_training(config, out_dir, runs_dir, as_json, command="robust-train")
 
 
@@ -318,6 +325,7 @@ def attack_command(
     seed: int = SeedOpt,
     batch_size: int = typer.Option(500, "--batch-size", min=1),
     device: DeviceChoice = DeviceOpt,
+    precision: PrecisionChoice = PrecisionOpt,
     queries: Optional[int] = QueriesOpt,
     out_file: Optional[str] = typer.Option(None, "--out", help="Output .npz (default: <run>/attacks/<attack>[-l2]-eps<eps>[-to-<target>]-<split>.npz)."),
     grid: Optional[str] = typer.Option(None, "--grid", help="PNG grid of 16 adversarial images with predictions (default: beside --out)."),
@@ -327,8 +335,8 @@ def attack_command(
     """Craft adversarial examples and save them with a picture of the model's predictions."""
     config = CraftConfig(model=model, data=data, split=split, attack=attack.value, eps=eps, alpha=alpha,
                          iters=iters, restarts=restarts, init=init, clip=clip, samples=samples, seed=seed,
-                         batch_size=batch_size, device=device.value, queries=queries, norm=norm.value,
-                         target=target, out=out_file, grid=grid)
+                         batch_size=batch_size, device=device.value, precision=precision.value, queries=queries,
+                         norm=norm.value, target=target, out=out_file, grid=grid)
     config.as_eval_config().validate()
     _announce_run(model, runs_dir)
     _say_notes([auto_fallback_note(config.device)])
@@ -338,7 +346,8 @@ def attack_command(
         _print_json(result.to_dict())
         return
     err.print(f"saved {result.samples} adversarial examples to [bold]{result.path}[/] and a grid to [bold]{result.grid}[/]", highlight=False)
-    err.print(f"accuracy: clean {result.clean_accuracy:.4f}, adversarial {result.adversarial_accuracy:.4f}", highlight=False)
+    err.print(f"accuracy: clean {result.clean_accuracy:.4f}, adversarial {result.adversarial_accuracy:.4f} "
+              f"({_precision_note(result.precision)})", highlight=False)
     if result.target_hit_rate is not None:
         err.print(f"target {result.attack['target']} reached on {result.target_hit_rate:.4f} of the samples aimed at it"
                   + (f" ({result.untargetable} already of that class, left as they were)" if result.untargetable else ""),
@@ -350,9 +359,15 @@ def _attack_label(a: Any) -> str:
     return label + (f" → {a.target}" if a.target is not None else "")
 
 
+def _precision_note(precision: str) -> str:
+    if precision == "fp32":
+        return "fp32"
+    return f"attack gradients in {precision}, accuracies classified in fp32"
+
+
 def _render_report(report: EvalReport) -> None:
     runs_on = report.backend + (f" on {', '.join(report.execution_providers)}" if report.execution_providers else
-                                f" on {report.device}")
+                                f" on {report.device}") + f"; {_precision_note(report.precision)}"
     table = Table(title=f"{report.model} on {report.data} ({report.split}, {report.samples} samples)",
                   caption=runs_on)
     for column in ("evaluation", "eps", "alpha", "iters", "restarts", "init", "accuracy"):
@@ -444,6 +459,11 @@ def eval_command(
     seed: int = SeedOpt,
     batch_size: int = typer.Option(500, "--batch-size", min=1),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto (CUDA when present), cpu or cuda; for ONNX files the onnxruntime execution provider too."),
+    precision: PrecisionChoice = typer.Option(
+        PrecisionChoice.auto, "--precision",
+        help="Precision of white-box attack gradients: auto (bf16 where the hardware has it natively, else fp32), "
+             "fp32, bf16 or fp16 (CUDA). Reported accuracies are always classified in fp32; black-box queries run "
+             "in fp32; for an ONNX file it applies to the torch transfer source only."),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Exit 1 when clean accuracy is below this."),
     min_robust_accuracy: Optional[float] = typer.Option(None, "--min-robust-accuracy", help="Exit 1 when robust accuracy is below this."),
     report_file: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON report to this file."),
@@ -457,7 +477,7 @@ def eval_command(
                         samples=samples, seed=seed, batch_size=batch_size, device=device.value,
                         min_accuracy=min_accuracy, min_robust_accuracy=min_robust_accuracy, norm=norm.value,
                         target=target, queries=queries, per_class=per_class, sanity_samples=sanity_samples,
-                        backend=backend.value if backend else None, source=source)
+                        backend=backend.value if backend else None, source=source, precision=precision.value)
     config.validate()
     if plot is not None:
         check_plot_path(plot)

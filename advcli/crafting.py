@@ -1,4 +1,8 @@
-"""Crafting adversarial examples for a dataset split and saving them (``.npz``, no pickle) with a picture."""
+"""Crafting adversarial examples for a dataset split and saving them (``.npz``, no pickle) with a picture.
+
+White-box gradients run in the configured precision (:mod:`advcli.precision`); the saved
+predictions are float32 classifications, as in an evaluation.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from .attacks import AttackConfig
 from .data import Dataset
 from .errors import AdvcliError
 from .evaluation import EvalConfig, clean_predictions, load_for_evaluation, robust_predictions, select_samples
+from .precision import crafting_model, deciding_model, resolve_precision
 from .provenance import package_versions, utc_now
 from .runs import DEFAULT_RUNS_DIR, Run
 
@@ -38,6 +43,7 @@ class CraftConfig:
     seed: int = 0
     batch_size: int = 500
     device: str = "auto"
+    precision: str = "auto"
     queries: Optional[int] = None
     norm: str = "linf"
     target: Optional[str] = None
@@ -60,11 +66,13 @@ class CraftResult:
     attack: dict[str, Any]
     target_hit_rate: Optional[float] = None  # targeted: share of the attacked samples predicted as their target
     untargetable: int = 0  # targeted: samples whose target was their own label (left unattacked)
+    precision: str = "fp32"  # of the attack's gradients
 
     def to_dict(self) -> dict[str, Any]:
         result = {"adversarials": str(self.path), "grid": str(self.grid), "model": self.run,
                   "samples": self.samples, "clean_accuracy": self.clean_accuracy,
-                  "adversarial_accuracy": self.adversarial_accuracy, "attack": self.attack}
+                  "adversarial_accuracy": self.adversarial_accuracy, "attack": self.attack,
+                  "precision": self.precision}
         if self.attack.get("target") is not None:
             result["target_hit_rate"] = self.target_hit_rate
             result["untargetable"] = self.untargetable
@@ -126,10 +134,13 @@ def craft(
             raise AdvcliError(f"{target} already exists; choose another --out/--grid (results are never overwritten)")
 
     device = next(run.model.parameters()).device
+    precision = resolve_precision(config.precision, device)
     x_all, y_all = dataset.split(config.split)
     picks = select_samples(len(x_all), config.samples, config.seed)
     x, y = x_all[picks], y_all[picks]
-    clean_pred = clean_predictions(run.model, x, batch_size=config.batch_size, device=device)
+    crafter = crafting_model(run.model, precision, device)
+    judge = deciding_model(crafter)  # float32 (in reduced precision: the crafting copy's layout)
+    clean_pred = clean_predictions(judge, x, batch_size=config.batch_size, device=device)
     done = 0
 
     def advance(batch: int) -> None:
@@ -140,11 +151,12 @@ def craft(
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
     adv_pred, _, x_adv, targets = robust_predictions(
-        run.model, x, y, attack, batch_size=config.batch_size, device=device,
-        generator=generator, on_batch=advance, keep_adversarials=True,
+        judge, x, y, attack, batch_size=config.batch_size, device=device,
+        generator=generator, on_batch=advance, keep_adversarials=True, crafter=crafter,
     )
     meta = {"model": str(run.path), "model_fingerprint": run.fingerprint, "data": dataset.spec,
             "data_fingerprint": dataset.fingerprint, "split": config.split, "attack": attack.to_dict(),
+            "precision": precision,
             "config": asdict(config), "classes": list(dataset.classes), "versions": package_versions(),
             "created": utc_now()}
     arrays = {
@@ -166,5 +178,5 @@ def craft(
         path=out, grid=grid, run=str(run.path), samples=len(x),
         clean_accuracy=float((clean_pred == y).float().mean()),
         adversarial_accuracy=float((adv_pred == y).float().mean()), attack=attack.to_dict(),
-        target_hit_rate=hit_rate, untargetable=untargetable,
+        target_hit_rate=hit_rate, untargetable=untargetable, precision=precision,
     )

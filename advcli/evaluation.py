@@ -14,6 +14,13 @@ The evaluated model may be a torch run or an exported ONNX file run by onnxrunti
 (:mod:`advcli.backends`). An ONNX model is known by its outputs only: it gives the clean
 predictions, re-classifies every adversarial example and answers black-box queries (square), while
 white-box attacks are crafted on a torch source checkpoint and judged by the ONNX model (transfer).
+
+White-box attacks may take their gradients in reduced precision (``precision``, see
+:mod:`advcli.precision`): they then craft under autocast, while the model, in float32, judges
+every sample, answers black-box queries and re-classifies every adversarial example (for a
+convolutional torch model: a copy of it with channels-last weights, for speed). Reported
+accuracies are therefore always float32 classifications, and ``fp32`` runs exactly as without any
+precision setting. For an ONNX model the precision applies only to its torch transfer source.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from .backends import BACKENDS, Classifier, OutputsOnly, load_classifier, load_t
 from .data import Dataset, load_dataset
 from .devices import auto_fallback_note, resolve_device
 from .errors import AdvcliError, AttackError
+from .precision import check_precision, crafting_model, deciding_model, resolve_precision
 from .provenance import package_versions, utc_now
 from .runs import DEFAULT_RUNS_DIR, Run, load_run, resolve_run_path
 from .sanity import SanityCheck, SanityInputs, run_sanity_checks
@@ -68,6 +76,7 @@ class EvalConfig:
     sanity_samples: int = 100
     backend: Optional[str] = None  # None: follows from the model path
     source: Optional[str] = None  # checkpoint that crafts white-box attacks on an ONNX model (transfer)
+    precision: str = "auto"  # of white-box attack gradients: auto, fp32, bf16 or fp16 (CUDA)
 
     def eps_values(self) -> tuple[float, ...]:
         """The radii to evaluate, increasing; the last one is the headline."""
@@ -104,6 +113,7 @@ class EvalConfig:
                 raise AdvcliError(f"--{name} must be in [0, 1], got {value}")
         if not isinstance(self.sanity_samples, int) or self.sanity_samples < 0:
             raise AdvcliError(f"sanity samples must be >= 0, got {self.sanity_samples}")
+        check_precision(self.precision)
         for eps in self.eps_values():
             self.resolved_attacks(eps)
 
@@ -214,6 +224,7 @@ class EvalReport:
     execution_providers: Optional[list[str]] = None  # onnxruntime only: as read back from the session
     notes: list[str] = field(default_factory=list)  # e.g. a device fallback
     transfer_fingerprint: Optional[str] = None  # weights that crafted transfer attacks
+    precision: str = "fp32"  # what white-box attack gradients ran in; fp32 when no torch model crafts
 
     @property
     def passed(self) -> bool:
@@ -228,6 +239,7 @@ class EvalReport:
             "split": self.split,
             "samples": self.samples,
             "device": self.device,
+            "precision": self.precision,
             "backend": self.backend,
             "execution_providers": self.execution_providers,
             "notes": self.notes,
@@ -298,32 +310,40 @@ def robust_predictions(
     generator: Optional[torch.Generator] = None,
     on_batch: Optional[Callable[[int], None]] = None,
     keep_adversarials: bool = False,
+    crafter: Optional[nn.Module] = None,
 ) -> tuple[torch.Tensor, float, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Predictions on attacked inputs (streamed in batches), the largest |delta|, optionally the
-    inputs, and the target classes of a targeted attack (None when untargeted)."""
-    predictions, kept, chosen, largest = [], [], [], 0.0
+    inputs, and the target classes of a targeted attack (None when untargeted).
+
+    The attack runs on `crafter` when given (a reduced-precision wrapper of `model`, see
+    :func:`advcli.precision.crafting_model`); `model` chooses targets and makes the predictions."""
+    predictions = torch.empty(len(x), dtype=torch.long)
+    adversarials = torch.empty_like(x, device="cpu") if keep_adversarials else None
+    chosen = torch.empty(len(x), dtype=torch.long) if attack.target is not None else None
+    largest = 0.0
     for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(device)
-        yb = y[start:start + batch_size].to(device)
+        xb = x[start:start + batch_size].to(device, non_blocking=True)
+        yb = y[start:start + batch_size].to(device, non_blocking=True)
         targets = None
-        if attack.target is not None:
+        if chosen is not None:
             targets = choose_targets(model, xb, yb, attack.target, generator=generator)
-            chosen.append(targets.cpu())
-        x_adv = attack.run(model, xb, yb, generator=generator, targets=targets)
+            chosen[start:start + len(xb)] = targets
+        x_adv = attack.run(model if crafter is None else crafter, xb, yb, generator=generator, targets=targets)
         largest = max(largest, check_adversarial(xb, x_adv, attack))
-        predictions.append(predict(model, x_adv).cpu())
-        if keep_adversarials:
-            kept.append(x_adv.cpu())
+        predictions[start:start + len(xb)] = predict(model, x_adv)
+        if adversarials is not None:
+            adversarials[start:start + len(xb)] = x_adv
         if on_batch is not None:
             on_batch(len(xb))
-    empty = torch.empty(0, dtype=torch.long)
-    adversarials = torch.cat(kept) if keep_adversarials else None
-    targets_all = (torch.cat(chosen) if chosen else empty) if attack.target is not None else None
-    return torch.cat(predictions) if predictions else empty, largest, adversarials, targets_all
+    return predictions, largest, adversarials, chosen
 
 
 def clean_predictions(model: nn.Module, x: torch.Tensor, *, batch_size: int, device: torch.device) -> torch.Tensor:
-    return torch.cat([predict(model, x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+    """Predicted labels of `x` in batches, written into one tensor sized once (see :func:`attack_samples`)."""
+    predictions = torch.empty(len(x), dtype=torch.long)
+    for start in range(0, len(x), batch_size):
+        predictions[start:start + batch_size] = predict(model, x[start:start + batch_size].to(device, non_blocking=True))
+    return predictions
 
 
 def load_for_evaluation(config: EvalConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR) -> tuple[Run, Dataset, bool]:
@@ -379,30 +399,41 @@ def attack_samples(
     seed: int,
     on_batch: Optional[Callable[[int], None]] = None,
     source: Optional[nn.Module] = None,
+    crafter: Optional[nn.Module] = None,
+    rows: Optional[torch.Tensor] = None,
 ) -> AttackedSamples:
     """Attack clean-correct samples in batches (``auto`` as its sequence of members), re-check every
     adversarial example and re-classify it; fail loudly when the re-classification disagrees
-    with what the attack reported.
+    with what the attack reported. With `rows`, the samples are ``x[rows]``, gathered one batch at
+    a time (no copy of the whole selection).
 
-    White-box members craft on `source` when given (transfer) and black-box members query `model`;
-    `model` always judges, both inside the sequence and when re-classifying, so the two must agree
-    whoever crafted the examples."""
+    White-box members craft on `crafter` when given (a reduced-precision wrapper of the model that
+    crafts, see :func:`advcli.precision.crafting_model`), else on `source` when given (transfer),
+    else on `model`; black-box members query `model`. `model` always judges, both inside the
+    sequence and when re-classifying, so the two must agree whoever crafted the examples."""
     members = attack_members(attack, num_classes)
     if source is None and isinstance(model, OutputsOnly) and not all(is_black_box(member) for member in members):
         raise AdvcliError(f"{attack.name} needs gradients, but the model gives outputs only; "
                           "name a source checkpoint for transfer attacks or use black-box attacks (square)")
     counter = QueryCounter(model)
 
+    gradient_model = crafter if crafter is not None else model if source is None else source
+
     def attacker(member: AttackConfig) -> nn.Module:
-        if is_black_box(member):
-            return counter
-        return model if source is None else source
+        return counter if is_black_box(member) else gradient_model
 
     generator = torch.Generator(device=device).manual_seed(seed)
-    fooled_by, predictions, targets, largest = [], [], [], 0.0
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(device)
-        yb = y[start:start + batch_size].to(device)
+    count = len(x) if rows is None else len(rows)
+    # Results go straight into tensors sized once: nothing small is kept per batch, which would pin
+    # the allocator's heap between the batches' large temporaries and grow memory with the data.
+    fooled_by = torch.full((count,), -1, dtype=torch.long)
+    predictions = torch.full((count,), -1, dtype=torch.long)
+    targets = torch.full((count,), -1, dtype=torch.long)
+    largest = 0.0
+    for start in range(0, count, batch_size):
+        chosen = slice(start, start + batch_size) if rows is None else rows[start:start + batch_size]
+        xb = x[chosen].to(device, non_blocking=True)
+        yb = y[chosen].to(device, non_blocking=True)
         outcome = run_sequence(model, xb, yb, members, generator=generator, attacker=attacker)
         largest = max(largest, check_adversarial(xb, outcome.x_adv, attack))
         predicted = predict(model, outcome.x_adv)
@@ -412,19 +443,14 @@ def attack_samples(
                 f"{attack.name}: re-classifying its adversarial examples disagrees with the attack's own "
                 f"bookkeeping on {disagree} of {len(xb)} samples (are the model's outputs random or "
                 "batch-dependent?); the result is not reported")
-        fooled_by.append(outcome.fooled_by.cpu())
-        predictions.append(predicted.cpu())
-        targets.append(outcome.targets.cpu())
+        done = slice(start, start + len(xb))
+        fooled_by[done] = outcome.fooled_by
+        predictions[done] = predicted
+        targets[done] = outcome.targets
         if on_batch is not None:
             on_batch(len(xb))
-    empty = torch.empty(0, dtype=torch.long)
-    return AttackedSamples(
-        fooled_by=torch.cat(fooled_by) if fooled_by else empty,
-        predictions=torch.cat(predictions) if predictions else empty,
-        targets=torch.cat(targets) if targets else empty,
-        largest=largest,
-        queries=counter.count,
-    )
+    return AttackedSamples(fooled_by=fooled_by, predictions=predictions, targets=targets, largest=largest,
+                           queries=counter.count)
 
 
 def _share(mask: torch.Tensor) -> Optional[float]:
@@ -444,6 +470,7 @@ def _attack_over_eps(
     on_progress: Optional[Callable[[str, int, int], None]],
     source: Optional[nn.Module] = None,
     transfer_from: Optional[str] = None,
+    crafter: Optional[nn.Module] = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[AttackResult]]:
     """One attack at increasing radii (`attacks`, one per radius), each time only on the samples it
     has not fooled yet. Returns per radius: the robust samples, the member that fooled each sample
@@ -463,9 +490,9 @@ def _attack_over_eps(
             if on_progress is not None:
                 on_progress(stage, done, size)
 
-        outcome = attack_samples(model, x[todo], y[todo], attack, num_classes=num_classes,
-                                 batch_size=config.batch_size, device=device, seed=config.seed, on_batch=advance,
-                                 source=source)
+        outcome = attack_samples(model, x, y, attack, num_classes=num_classes, batch_size=config.batch_size,
+                                 device=device, seed=config.seed, on_batch=advance, source=source, crafter=crafter,
+                                 rows=todo)
         fooled = outcome.fooled_by >= 0
         broken_by[todo[fooled]] = outcome.fooled_by[fooled]
         robust = clean & (broken_by == -1)
@@ -527,7 +554,8 @@ def evaluate_model(
 
     With `source` (a torch model, named `transfer_from` in the report), white-box attacks are
     crafted on it and judged by `model` (transfer); black-box attacks always query `model`, which
-    may be outputs only (:class:`advcli.backends.OutputsOnly`)."""
+    may be outputs only (:class:`advcli.backends.OutputsOnly`). White-box gradients run in
+    `config.precision`, resolved on that device; `model` judges in float32 regardless."""
     config = EvalConfig(**{**asdict(config or EvalConfig()), **overrides})
     config.attacks = tuple(config.attacks)
     config.validate()
@@ -539,6 +567,15 @@ def evaluate_model(
         raise AdvcliError("no samples to evaluate")
     eps_values = config.eps_values()
     attacks_by_eps = [config.resolved_attacks(eps) for eps in eps_values]
+    precision = resolve_precision(config.precision, device)
+    gradient_model = source if source is not None else None if isinstance(model, OutputsOnly) else model
+    if gradient_model is None:
+        precision = "fp32"  # nothing is differentiated; the model answers in its own arithmetic
+    crafter = None if gradient_model is None else crafting_model(gradient_model, precision, device)
+    if crafter is gradient_model:
+        crafter = None
+    elif crafter is not None and source is None:
+        model = deciding_model(crafter)  # the float32 model in the crafting copy's layout judges
     with attack_mode(model):
         with torch.no_grad():
             num_classes = int(model(x[:1].to(device)).shape[1])
@@ -555,7 +592,7 @@ def evaluate_model(
         for index in range(len(attacks_by_eps[0])):
             column = _attack_over_eps(model, x, y, clean, [attacks[index] for attacks in attacks_by_eps],
                                       num_classes=num_classes, config=config, device=device, on_progress=on_progress,
-                                      source=source, transfer_from=transfer_from)
+                                      source=source, transfer_from=transfer_from, crafter=crafter)
             for collected, part in zip((masks, breakers, results), column):
                 collected.append(part)
 
@@ -570,9 +607,9 @@ def evaluate_model(
             robust = ok.clone()
             chosen = indices[ok]
             if attack.eps > 0 and chosen.numel():
-                outcome = attack_samples(model, x[chosen], y[chosen], attack, num_classes=num_classes,
+                outcome = attack_samples(model, x, y, attack, num_classes=num_classes,
                                          batch_size=config.batch_size, device=device, seed=config.seed,
-                                         source=source)
+                                         source=source, crafter=crafter, rows=chosen)
                 robust[ok] = outcome.fooled_by == -1
             return robust
 
@@ -600,7 +637,7 @@ def evaluate_model(
         split=config.split, samples=total, device=str(device), clean_accuracy=clean_accuracy,
         attacks=curve[-1].attacks, robust_accuracy=robust_accuracy, failures=failures, config=config,
         seconds=time.perf_counter() - started, curve=curve, per_class=per_class, sanity=sanity,
-        num_classes=num_classes,
+        num_classes=num_classes, precision=precision,
     )
 
 

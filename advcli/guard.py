@@ -62,11 +62,13 @@ def pgd_validation(
     clip: bool,
     seed: int,
     batch_size: int = 500,
+    crafter: Optional[nn.Module] = None,
 ) -> ValidationResult:
     """Clean and PGD-`iters` accuracy (alpha 2.5·eps/iters, random start) of `model`.
 
     The random starts are drawn from a generator seeded afresh on every call, so successive
-    validations of one run are comparable and leave no random state behind.
+    validations of one run are comparable and leave no random state behind. PGD runs on `crafter`
+    when given (a reduced-precision wrapper of `model`); `model` classifies.
     """
     generator = torch.Generator(device=x.device).manual_seed(seed)
     clean_correct = robust_correct = 0
@@ -74,7 +76,7 @@ def pgd_validation(
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             clean = predict(model, xb) == yb
-            x_adv = pgd(model, xb, yb, eps=eps, steps=iters, random_start=True, clip=clip, generator=generator)
+            x_adv = pgd(model if crafter is None else crafter, xb, yb, eps=eps, steps=iters, random_start=True, clip=clip, generator=generator)
             robust = clean & (predict(model, x_adv) == yb)
             clean_correct += int(clean.sum())
             robust_correct += int(robust.sum())

@@ -16,7 +16,9 @@ InputShape = tuple[int, int, int]
 class SeedCNN(nn.Module):
     """The reference network: conv3x3·32 – ReLU – conv3x3·64 – ReLU – maxpool2 – fully connected.
 
-    No input normalisation, as in the reference example (inputs are already in [0, 1]).
+    No input normalisation, as in the reference example (inputs are already in [0, 1]). The second
+    ReLU runs after the max-pool: the two commute exactly (outputs and gradients alike, ties
+    included), and the ReLU then touches a quarter of the values. Parameter names are unchanged.
     """
 
     def __init__(self, input_shape: InputShape, num_classes: int) -> None:
@@ -26,8 +28,8 @@ class SeedCNN(nn.Module):
             nn.Conv2d(channels, 32, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.Conv2d(32, 64, kernel_size=3, padding=1),
-            nn.ReLU(),
             nn.MaxPool2d(kernel_size=2, stride=2),
+            nn.ReLU(),
         )
         self.classifier = nn.Linear(64 * (height // 2) * (width // 2), num_classes)
 

@@ -6,6 +6,12 @@ mini-batch into a loss, looked up in :data:`TRAINING_METHODS`; optimizers, learn
 schedules and on-collapse actions are registries too. Adversarial runs hold out a slice of the
 training data to watch PGD accuracy (:mod:`advcli.guard`), and an interrupted run saves a resume
 state (:mod:`advcli.resume`) from which it continues exactly where it stopped.
+
+Each step (its attack and its weight update alike) runs in the configured precision
+(:mod:`advcli.precision`; ``auto`` is bf16 where the hardware has it natively). A reduced-precision
+run holds its convolution weights channels-last while it trains; the guard's validation attack is
+crafted in the same precision but classified in float32, as is the final test accuracy. A run
+records the precision it resolved to, so a resumed run continues in it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from .devices import resolve_device
 from .errors import AdvcliError, CheckpointError, DataError
 from .guard import ON_COLLAPSE, CollapseGuard, ValidationResult, pgd_validation, split_validation
 from .models import DEFAULT_MODEL, MODELS, build_model
+from .precision import PRECISION_CHOICES, PRECISIONS, Autocast, autocast, resolve_precision, set_channels_last
 from .provenance import package_versions, utc_now
 from .resume import ResumeState, grouped, pack_optimizer, read_resume_state, resume_files, unpack_optimizer
 from .runs import DEFAULT_RUNS_DIR, LOSS_PLOT_FILE, check_run_dir_free, default_run_name, read_run_meta, save_run
@@ -67,6 +74,7 @@ class TrainConfig:
     val_iters: int = 10
     collapse_drop: float = 0.2
     on_collapse: str = "stop"
+    precision: str = "auto"  # a run records what it resolved to (fp32 or bf16)
 
     @property
     def method_spec(self) -> "TrainingMethodSpec":
@@ -145,6 +153,10 @@ class TrainConfig:
             (_is_count(self.val_iters, 1), f"val-iters must be >= 1, got {self.val_iters}"),
             (_is_number(self.collapse_drop) and 0 < self.collapse_drop <= 1,
              f"collapse drop must be in (0, 1], got {self.collapse_drop}"),
+            (self.precision in PRECISION_CHOICES,
+             f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}"),
+            (self.precision != "fp16",
+             "--precision fp16 is not supported for training (it needs loss scaling); use bf16 or fp32"),
         ])
         spec = self.method_spec
         multi_step = ", ".join(name for name, other in TRAINING_METHODS.items() if other.multi_step)
@@ -189,7 +201,7 @@ def standard_step(
     generator: torch.Generator, carry: dict[str, torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy on the clean mini-batch."""
-    logits = model(x)
+    logits = model(x).float()
     return F.cross_entropy(logits, y), logits
 
 
@@ -203,7 +215,7 @@ def pgd_step(
         model, x, y, eps=config.eps, alpha=config.step_size, steps=config.attack_iters,
         random_init=config.start == "random", clip=config.clip, generator=generator,
     )
-    logits = model(x_adv)
+    logits = model(x_adv).float()
     return F.cross_entropy(logits, y), logits
 
 
@@ -222,18 +234,18 @@ def trades_step(
     """
     with attack_mode(model):
         with torch.no_grad():
-            clean_probs = F.softmax(model(x), dim=1)
+            clean_probs = F.softmax(model(x).float(), dim=1)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_adv = x + TRADES_START_STD * noise
         x_adv = x_adv.clamp(0, 1) if config.clip else x_adv
         for _ in range(config.attack_iters):
             x_adv = x_adv.detach().requires_grad_(True)
             with torch.enable_grad():
-                divergence = F.kl_div(F.log_softmax(model(x_adv), dim=1), clean_probs, reduction="sum")
+                divergence = F.kl_div(F.log_softmax(model(x_adv).float(), dim=1), clean_probs, reduction="sum")
                 (grad,) = torch.autograd.grad(divergence, x_adv)
             x_adv = linf_step(x, x_adv.detach(), grad, eps=config.eps, alpha=config.step_size, clip=config.clip)
-    logits = model(x)
-    adversarial = F.kl_div(F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+    logits = model(x).float()
+    adversarial = F.kl_div(F.log_softmax(model(x_adv).float(), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
     return F.cross_entropy(logits, y) + config.beta * adversarial, logits
 
 
@@ -265,7 +277,7 @@ def free_step(
     delta.requires_grad_(True)
     carry["delta"] = delta
     x_adv = x + delta[:x.shape[0]]
-    logits = model(x_adv.clamp(0, 1) if config.clip else x_adv)
+    logits = model(x_adv.clamp(0, 1) if config.clip else x_adv).float()
     return F.cross_entropy(logits, y), logits
 
 
@@ -282,7 +294,7 @@ def n_fgsm_step(
     x_noise = random_start(x, NFGSM_NOISE * config.eps, clip=config.clip, generator=generator)
     grad, _ = input_gradient(model, x_noise, y)
     x_adv = x_noise + config.step_size * grad.sign()
-    logits = model(x_adv.clamp(0, 1) if config.clip else x_adv)
+    logits = model(x_adv.clamp(0, 1) if config.clip else x_adv).float()
     return F.cross_entropy(logits, y), logits
 
 
@@ -412,8 +424,12 @@ Validator = Callable[[nn.Module, torch.Tensor, torch.Tensor, TrainConfig], Valid
 
 
 def robust_validation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> ValidationResult:
-    """The guard's measure: PGD-`val_iters` accuracy at the full eps (eps 0: clean accuracy)."""
-    return pgd_validation(model, x, y, eps=config.eps, iters=config.val_iters, clip=config.clip, seed=config.seed + 3)
+    """The guard's measure: PGD-`val_iters` accuracy at the full eps (eps 0: clean accuracy), the
+    attack crafted in the run's precision, every sample classified in float32."""
+    precision = resolve_precision(config.precision, x.device, training=True)
+    crafter = None if PRECISIONS[precision] is None else Autocast(model, precision, x.device.type)
+    return pgd_validation(model, x, y, eps=config.eps, iters=config.val_iters, clip=config.clip, seed=config.seed + 3,
+                          crafter=crafter)
 
 
 @torch.no_grad()
@@ -424,8 +440,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(device)
-        yb = y[start:start + batch_size].to(device)
+        xb = x[start:start + batch_size].to(device, non_blocking=True)
+        yb = y[start:start + batch_size].to(device, non_blocking=True)
         correct += int((model(xb).argmax(1) == yb).sum())
     model.train(was_training)
     return correct / max(1, len(x))
@@ -482,13 +498,18 @@ def _capture(
     return ResumeState(tensors={name: value.detach().clone() for name, value in tensors.items()}, info=info)
 
 
+def _saved_config(saved: Any) -> Any:
+    """A saved config as this version reads it: runs saved before precision was a setting ran in fp32."""
+    return {"precision": "fp32", **saved} if isinstance(saved, dict) else saved
+
+
 def _restore(
     state: ResumeState, config: TrainConfig, dataset: Dataset, model: nn.Module, optimizer: torch.optim.Optimizer,
     generators: _Generators, guard: Optional[CollapseGuard], total: int, device: torch.device,
 ) -> tuple[int, Optional[torch.Tensor], dict[str, torch.Tensor], list[dict[str, Any]], float]:
     """Load a resume state into the freshly built objects; returns step, order, carry, history, seconds."""
     info = state.info
-    if info.get("config") != asdict(config):
+    if _saved_config(info.get("config")) != asdict(config):
         raise CheckpointError("the resume state was written for another configuration")
     if info.get("data_fingerprint") != dataset.fingerprint:
         raise DataError(f"{dataset.spec}: not the data this run was trained on (fingerprint differs)")
@@ -538,10 +559,13 @@ def train_model(
     config = config.resolved()
     config.validate()
     device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device, training=True)
+    config = replace(config, precision=precision)
     dataset = dataset if dataset is not None else load_dataset(config.data)
     spec = config.method_spec
     torch.manual_seed(config.seed)
     model = build_model(config.model, dataset.input_shape, dataset.num_classes).to(device)
+    channels_last = PRECISIONS[precision] is not None and set_channels_last(model)
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
     generators = _Generators(torch.Generator().manual_seed(config.seed),
                              torch.Generator(device=device).manual_seed(config.seed + 1))
@@ -573,7 +597,8 @@ def train_model(
         lr = config.lr * LR_SCHEDULES[config.lr_schedule]((step + 1) / total) * (guard.lr_scale if guard else 1.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, logits = spec.step(model, xb, yb, step_config, generators.attack, carry)
+        with autocast(device, precision):
+            loss, logits = spec.step(model, xb, yb, step_config, generators.attack, carry)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -611,6 +636,8 @@ def train_model(
             interrupted = step < total
             break
     seconds = seconds_before + time.perf_counter() - started
+    if channels_last:
+        set_channels_last(model, False)
     resume_state = None
     if interrupted:
         resume_state = _capture(config, dataset, model, optimizer, generators, guard, carry, order,
@@ -633,6 +660,7 @@ def train_model(
         "kept": kept,
         "train_seconds": round(seconds, 2),
         "device": str(device),
+        "precision": precision,
     }
     return TrainResult(model, config, dataset, history, metrics, interrupted, guard_record, resume_state)
 
@@ -677,6 +705,7 @@ def run_metadata(result: TrainResult) -> dict[str, Any]:
             "method": result.config.method,
             "eps": result.config.eps if adversarial else 0.0,
             "alpha": result.config.step_size if adversarial else None,
+            "precision": result.config.precision,
         },
         "config": asdict(result.config),
         "data": dataset.describe(),
@@ -759,7 +788,7 @@ def load_resume(run: Path | str) -> tuple[TrainConfig, ResumeState, dict[str, An
         raise CheckpointError(f"{path}: this run was not interrupted; there is nothing to resume")
     state = read_resume_state(path, meta["resume"])
     try:
-        config = TrainConfig(**state.info["config"])
+        config = TrainConfig(**_saved_config(state.info["config"]))
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"{path}: the resume state has an unreadable config ({error})") from None
     return config, state, meta

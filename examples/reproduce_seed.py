@@ -13,6 +13,7 @@ slice, so no catastrophic-overfitting guard) and keep the final weights.
 
     python examples/reproduce_seed.py                      # built-in digits, no download
     python examples/reproduce_seed.py --data mnist:../shared/data/mnist
+    python examples/reproduce_seed.py --precision fp32     # the arithmetic of the figures in README.md
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", help="auto (bf16 where native), fp32 or bf16")
     parser.add_argument("--samples", type=int, help="evaluate a seeded subset of the test split of this size")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -44,15 +46,18 @@ def main(argv: list[str] | None = None) -> int:
 
     timings: dict[str, float] = {}
     figures: dict[str, float] = {}
+    precisions: dict[str, dict[str, str]] = {}
     dataset = advcli.load_dataset(args.data)
-    evaluation = dict(attacks=("bim",), eps=args.eps, alpha=0.01, iters=20, device=args.device, samples=args.samples)
+    evaluation = dict(attacks=("bim",), eps=args.eps, alpha=0.01, iters=20, device=args.device, samples=args.samples,
+                      precision=args.precision)
     name = default_run_name("seed")
     for kind, method in (("standard", "none"), ("robust", "fgsm-rs")):
         started = time.perf_counter()
         print(f"[{kind}] training {args.epochs} epochs on {dataset.spec} ...", flush=True)
         path, result = advcli.train(
             data=args.data, epochs=args.epochs, method=method, eps=args.eps if method != "none" else 0.0,
-            val_split=0.0, device=args.device, out=args.runs_dir / f"{name}-{kind}", dataset=dataset,
+            val_split=0.0, device=args.device, precision=args.precision, out=args.runs_dir / f"{name}-{kind}",
+            dataset=dataset,
         )
         timings[f"{kind}_train_seconds"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -61,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         timings[f"{kind}_eval_seconds"] = time.perf_counter() - started
         figures[f"{kind}_clean"] = report.clean_accuracy
         figures[f"{kind}_bim"] = report.robust_accuracy
+        precisions[kind] = {"training": result.config.precision, "evaluation": report.precision}
         if args.unclipped:
             started = time.perf_counter()
             print(f"[{kind}] BIM-20 evaluation without clipping to [0, 1] (the reference's threat model) ...",
@@ -79,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         if key in figures:
             reference = REFERENCE[key.replace("_unclipped", "")]
             print(f"{label:28}{figures[key]:>10.4f}{reference:>12.4f}")
-    print(f"\ntotal time {total / 60:.1f} min (" + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + ")")
+    print(f"\ntotal time {total / 60:.1f} min (" + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + "); "
+          + ", ".join(f"{kind}: trained in {p['training']}, attacked in {p['evaluation']}" for kind, p in precisions.items()))
     if args.json:
         args.json.write_text(json.dumps({"data": dataset.spec, "data_fingerprint": dataset.fingerprint,
-                                         "epochs": args.epochs, "eps": args.eps, "samples": args.samples, "figures": figures,
+                                         "epochs": args.epochs, "eps": args.eps, "samples": args.samples,
+                                         "precision": precisions, "figures": figures,
                                          "reference": REFERENCE, "seconds": timings}, indent=2) + "\n")
     return 0
 

@@ -6,15 +6,18 @@ import pytest
 import torch
 
 from advcli.attacks import ATTACKS, AttackError, bim, fgsm, linf_step, perturb, pgd, predict, resolve_attack
+from advcli.precision import crafting_model
 from advcli.runs import load_run
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 @pytest.mark.parametrize("eps", [0.03, 0.1, 0.3])
-def test_perturbation_stays_in_eps_ball_and_pixel_range(name, eps, linear_model, linear_batch):
+def test_perturbation_stays_in_eps_ball_and_pixel_range(name, eps, precision, linear_model, linear_batch):
     x, y = linear_batch
     config = resolve_attack(name, eps=eps)
-    x_adv = config.run(linear_model, x, y, generator=torch.Generator().manual_seed(0))
+    model = crafting_model(linear_model, precision, torch.device("cpu"))
+    x_adv = config.run(model, x, y, generator=torch.Generator().manual_seed(0))
     assert x_adv.shape == x.shape
     assert (x_adv - x).abs().max() <= eps + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -141,3 +144,22 @@ def test_early_stop_keeps_the_first_adversarial_point(linear_model, linear_batch
     fooled = predict(linear_model, adv) != y
     assert fooled.float().mean() > 0.9
     assert (adv - x).abs().amax(dim=(1, 2, 3))[fooled].min() < 0.5
+
+
+def test_chunked_gradients_and_predictions_equal_one_batch(monkeypatch, linear_model):
+    import advcli.attacks as attacks
+
+    x = torch.rand(300, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    y = predict(linear_model, x)
+    target = (y + 1) % 4
+    chunked = [attacks.input_gradient(linear_model, x, y), attacks.input_gradient(linear_model, x, y, target=target),
+               predict(linear_model, x), pgd(linear_model, x, y, eps=0.1, generator=torch.Generator().manual_seed(0))]
+    assert len(attacks.gradient_chunks(x)) == 3
+    monkeypatch.setattr(attacks, "CPU_GRADIENT_CHUNK", 1000)
+    assert len(attacks.gradient_chunks(x)) == 1
+    whole = [attacks.input_gradient(linear_model, x, y), attacks.input_gradient(linear_model, x, y, target=target),
+             predict(linear_model, x), pgd(linear_model, x, y, eps=0.1, generator=torch.Generator().manual_seed(0))]
+    for ours, theirs in zip(chunked[:2], whole[:2]):
+        assert torch.allclose(ours[0], theirs[0], atol=1e-6) and torch.equal(ours[0].sign(), theirs[0].sign())
+        assert torch.allclose(ours[1], theirs[1], atol=1e-6)
+    assert torch.equal(chunked[2], whole[2]) and torch.equal(chunked[3], whole[3])

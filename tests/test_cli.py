@@ -7,9 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from advcli.cli import app
+from advcli.precision import resolve_precision
 
 runner = CliRunner()
 
@@ -39,7 +41,8 @@ def test_robust_train_records_its_method(tiny_spec, tmp_path):
                     "--out", tmp_path / "robust", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "robust" / "model.json").read_text())
-    assert meta["training"] == {"method": "fgsm-rs", "eps": 0.1, "alpha": pytest.approx(0.125)}
+    precision = resolve_precision("auto", torch.device("cpu"), training=True)
+    assert meta["training"] == {"method": "fgsm-rs", "eps": 0.1, "alpha": pytest.approx(0.125), "precision": precision}
     assert meta["config"]["init"] == "random" and meta["config"]["iters"] == 1
 
 

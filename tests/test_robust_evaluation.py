@@ -277,3 +277,21 @@ def test_eval_bad_new_options_exit_2_with_one_line(trained_run, tmp_path, args, 
     result = invoke("eval", "--model", trained_run, "--samples", 10, "--iters", 1, "--runs-dir", tmp_path, *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["pgd", "auto"])
+def test_attacking_rows_in_place_equals_attacking_their_copy(name, linear_model):
+    from advcli.evaluation import attack_samples
+
+    x = torch.rand(70, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+    y = predict(linear_model, x)
+    rows = torch.arange(3, 70, 2)
+    attack = resolve_attack(name, eps=0.1, iters=5, queries=30)
+    options = dict(num_classes=4, batch_size=16, device=torch.device("cpu"), seed=3)
+    gathered = attack_samples(linear_model, x, y, attack, rows=rows, **options)
+    copied = attack_samples(linear_model, x[rows], y[rows], attack, **options)
+    assert len(gathered.fooled_by) == len(rows)
+    for field in ("fooled_by", "predictions", "targets"):
+        assert torch.equal(getattr(gathered, field), getattr(copied, field))
+    assert gathered.largest == copied.largest and gathered.queries == copied.queries
+    assert 0 < int((gathered.fooled_by >= 0).sum()) < len(rows)

@@ -302,6 +302,8 @@ RESUME_CASES = {
     "free": dict(method="free", replays=2, epochs=4, val_every=3),
     "n-fgsm": dict(method="n-fgsm", on_collapse="rollback", collapse_drop=0.01),
     "none": dict(method="none", eps=0.0),
+    "fgsm-rs-fp32": dict(method="fgsm-rs", precision="fp32", val_every=4),
+    "free-bf16": dict(method="free", replays=2, epochs=4, val_every=3, precision="bf16"),
 }
 
 
@@ -338,6 +340,22 @@ def test_a_resumed_run_can_be_interrupted_and_resumed_again(small, small_spec, t
     assert again.interrupted and again.metrics["iterations"] == 14
     _, final = resume_training(second, out=tmp_path / "c", dataset=small)
     assert _same_weights(_weights(final.model), _weights(straight.model)) and final.history == straight.history
+
+
+def test_a_resume_state_saved_before_precision_was_a_setting_resumes_in_fp32(small, small_spec, tmp_path):
+    config = _config(small_spec, precision="fp32")
+    straight = train_model(config, dataset=small)
+    first = save_training(train_model(config, dataset=small, should_stop=_stop_after(5)), tmp_path / "old")
+    info = json.loads((first / "resume.json").read_text())
+    del info["config"]["precision"]
+    data = (json.dumps(info, indent=1) + "\n").encode()
+    (first / "resume.json").write_bytes(data)
+    meta = json.loads((first / "model.json").read_text())
+    meta["resume"]["info_sha256"] = "sha256:" + hashlib.sha256(data).hexdigest()
+    (first / "model.json").write_text(json.dumps(meta, indent=2))
+    path, resumed = resume_training(first, dataset=small)
+    assert resumed.config.precision == "fp32"
+    assert _same_weights(_weights(resumed.model), _weights(straight.model)) and resumed.history == straight.history
 
 
 def test_resume_refuses_finished_altered_or_occupied_runs(small, small_spec, tmp_path):

@@ -83,3 +83,30 @@ def test_models_are_shaped_from_the_data(name):
         assert model(torch.rand(2, *shape)).shape == (2, classes)
     with pytest.raises(AdvcliError):
         build_model(name, (1, 28, 28), 1)
+
+
+def test_seed_cnn_pooling_before_its_last_relu_changes_no_output_or_gradient():
+    """The reference orders conv – ReLU – max-pool; pooling first is the same function, gradients included."""
+    model = build_model("seed-cnn", (1, 12, 12), 4).eval()
+    conv1, relu, conv2, pool, last = model.features
+    assert isinstance(pool, torch.nn.MaxPool2d) and isinstance(last, torch.nn.ReLU)
+    reference = torch.nn.Sequential(conv1, torch.nn.ReLU(), conv2, torch.nn.ReLU(), torch.nn.MaxPool2d(2, 2),
+                                    torch.nn.Flatten(), model.classifier)
+    # Windows whose values are all negative (ties at zero after a ReLU) are the delicate case.
+    with torch.no_grad():
+        conv2.bias.fill_(-0.05)
+    x = torch.rand(16, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(16) % 4
+    outputs, gradients = [], []
+    for net in (model, reference):
+        xg = x.clone().requires_grad_(True)
+        logits = net(xg)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y), xg)
+        outputs.append(logits.detach())
+        gradients.append(grad)
+    with torch.no_grad():
+        negative = (conv2(relu(conv1(x))) <= 0).float().mean()
+    assert 0.3 < negative < 0.95
+    assert torch.equal(outputs[0], outputs[1]) and torch.equal(gradients[0], gradients[1])
+    assert list(model.state_dict()) == ["features.0.weight", "features.0.bias", "features.2.weight",
+                                        "features.2.bias", "classifier.weight", "classifier.bias"]
