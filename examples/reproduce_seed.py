@@ -13,7 +13,7 @@ slice, so no catastrophic-overfitting guard) and keep the final weights.
 
     python examples/reproduce_seed.py                      # built-in digits, no download
     python examples/reproduce_seed.py --data mnist:../shared/data/mnist
-    python examples/reproduce_seed.py --precision fp32     # the arithmetic of the figures in README.md
+    python examples/reproduce_seed.py --precision fp32     # the fp32 column of the figures in README.md
 """
 
 from __future__ import annotations
