@@ -96,6 +96,11 @@ def set_channels_last(model: nn.Module, enabled: bool = True) -> bool:
     return True
 
 
+def _per_sample(scale: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`scale` (N,) shaped to broadcast over a batch like `like`."""
+    return scale.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
 class _NormalisePerSample(torch.autograd.Function):
     """Identity; on the way back, scales each sample's gradient to a largest magnitude of 1 and
     keeps the factors in `scales` for :class:`_RestorePerSample`."""
@@ -109,7 +114,7 @@ class _NormalisePerSample(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         scale = grad.flatten(1).abs().amax(1).clamp_min(torch.finfo(grad.dtype).tiny)
         ctx.scales["value"] = scale
-        return grad / scale.view(-1, *([1] * (grad.ndim - 1))), None
+        return grad / _per_sample(scale, grad), None
 
 
 class _RestorePerSample(torch.autograd.Function):
@@ -126,7 +131,7 @@ class _RestorePerSample(torch.autograd.Function):
         scale = ctx.scales.pop("value", None)
         if scale is None:
             return grad, None
-        return grad * scale.to(grad.dtype).view(-1, *([1] * (grad.ndim - 1))), None
+        return grad * _per_sample(scale, grad), None
 
 
 class Autocast(nn.Module):

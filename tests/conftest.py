@@ -69,3 +69,12 @@ def linear_batch(linear_model) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         y = linear_model(x).argmax(1)
     return x, y
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one torch thread is faster than two fighting over busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
