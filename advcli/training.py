@@ -565,7 +565,7 @@ def train_model(
     spec = config.method_spec
     torch.manual_seed(config.seed)
     model = build_model(config.model, dataset.input_shape, dataset.num_classes).to(device)
-    channels_last = PRECISIONS[precision] is not None and set_channels_last(model)
+    channels_last = set_channels_last(model)  # the fast layout for convolutions, in every precision
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
     generators = _Generators(torch.Generator().manual_seed(config.seed),
                              torch.Generator(device=device).manual_seed(config.seed + 1))

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=500, help="test samples evaluated (seeded subset)")
     parser.add_argument("--train-samples", type=int, help="train on a seeded subset of this many samples")
     parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--model", default="seed-cnn", help="architecture (default: the reference network)")
+    parser.add_argument("--pgd-alpha", type=float, help="PGD-50-10 step (default 2.5·eps/50)")
     parser.add_argument("--bim-alpha", type=float, default=0.01, help="BIM-20 step (the reference's 0.01)")
     parser.add_argument("--methods", default=",".join(advcli.TRAINING_METHODS),
                         help="comma-separated methods (default: all)")
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr-schedule", default="constant", help="constant, cyclic or multistep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (attacks craft in it; accuracies are fp32)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--json", type=Path, help="also write the table to this JSON file")
@@ -76,15 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     for method in methods:
         print(f"[{method}] training {args.epochs} epochs on {dataset.spec} ({len(dataset.x_train)} samples) ...", flush=True)
         path, result = advcli.train(
-            data=args.data, method=method, eps=args.eps if method != "none" else 0.0, epochs=args.epochs,
+            data=args.data, model=args.model, method=method, eps=args.eps if method != "none" else 0.0, epochs=args.epochs,
             optimizer=args.optimizer, lr=args.lr, lr_schedule=args.lr_schedule,
-            seed=args.seed, device=args.device, dataset=dataset, out=args.runs_dir / f"{name}-{method}",
+            seed=args.seed, device=args.device, precision=args.precision, dataset=dataset, out=args.runs_dir / f"{name}-{method}",
         )
         run = advcli.load_run(path, device=resolve_device(args.device))
-        common = dict(run=run, dataset=dataset, eps=args.eps, samples=args.samples, seed=args.seed, device=args.device)
+        common = dict(run=run, dataset=dataset, eps=args.eps, samples=args.samples, seed=args.seed, device=args.device,
+                      precision=args.precision)
         started = time.perf_counter()
         bim = advcli.evaluate(attacks=("bim",), alpha=args.bim_alpha, iters=20, **common)
-        pgd = advcli.evaluate(attacks=("pgd",), iters=50, restarts=10, init="random", **common)
+        pgd = advcli.evaluate(attacks=("pgd",), iters=50, restarts=10, init="random",
+                              alpha=args.pgd_alpha if args.pgd_alpha else 2.5 * args.eps / 50, **common)
         passes = max(1, result.metrics["epochs_completed"])
         guard = result.guard or {}
         row = {
@@ -97,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_seconds": result.metrics["train_seconds"],
             "eval_seconds": time.perf_counter() - started,
             "kept": result.metrics["kept"],
+            "precision": bim.precision,
             "best_epoch": guard.get("best_epoch"),
             "collapse_events": len(guard.get("events", [])),
             "run": str(path),
@@ -106,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['seconds_per_epoch']:.1f} s/epoch", flush=True)
 
     print()
-    print(f"{dataset.spec}, eps {args.eps}, {args.epochs} epochs, {len(dataset.x_train)} training samples, "
+    print(f"{dataset.spec}, {args.model}, eps {args.eps}, {args.epochs} epochs, {len(dataset.x_train)} training samples, "
           f"{args.optimizer} lr {args.lr} ({args.lr_schedule}), {args.samples} test samples evaluated, "
-          f"threads {torch.get_num_threads()}")
+          f"precision {args.precision}, threads {torch.get_num_threads()}")
     print("| method | clean | BIM-20 | PGD-50-10 | s/epoch | passes | kept (best epoch) | collapses |")
     print("|---|---:|---:|---:|---:|---:|---|---:|")
     for row in rows:
@@ -117,10 +123,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['seconds_per_epoch']:.1f} | {row['passes']} | {kept} | {row['collapse_events']} |")
     if args.json:
         args.json.write_text(json.dumps({
-            "data": dataset.spec, "data_fingerprint": dataset.fingerprint, "eps": args.eps, "epochs": args.epochs,
+            "data": dataset.spec, "data_fingerprint": dataset.fingerprint, "model": args.model, "eps": args.eps,
+            "pgd_alpha": args.pgd_alpha if args.pgd_alpha else 2.5 * args.eps / 50, "epochs": args.epochs,
             "train_samples": len(dataset.x_train), "samples": args.samples, "bim_alpha": args.bim_alpha,
             "optimizer": args.optimizer, "lr": args.lr, "lr_schedule": args.lr_schedule,
-            "threads": torch.get_num_threads(), "versions": package_versions(), "rows": rows,
+            "precision": args.precision, "threads": torch.get_num_threads(), "versions": package_versions(), "rows": rows,
         }, indent=2) + "\n")
     return 0
 

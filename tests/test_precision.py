@@ -100,9 +100,11 @@ class TinyDense(nn.Module):
         return self.net(x)
 
 
-def test_fp32_adds_nothing_and_reduced_precision_wraps_a_channels_last_copy():
+def test_every_precision_crafts_on_a_frozen_channels_last_copy_and_reduced_precision_wraps_it():
     model = TinyConv().eval()
-    assert crafting_model(model, "fp32", CPU) is model and deciding_model(model) is model
+    plain = crafting_model(model, "fp32", CPU)
+    assert not isinstance(plain, Autocast) and plain is not model and deciding_model(plain) is plain
+    assert plain.conv.weight.stride() == (9, 1, 3, 1) and not plain.conv.weight.requires_grad
     wrapper = crafting_model(model, "bf16", CPU)
     judge = deciding_model(wrapper)
     assert isinstance(wrapper, Autocast) and judge is wrapper.crafting and judge is not model
@@ -113,11 +115,13 @@ def test_fp32_adds_nothing_and_reduced_precision_wraps_a_channels_last_copy():
     logits = wrapper(x)
     assert logits.dtype == torch.float32
     with torch.no_grad():
-        exact, judged = model(x), judge(x)
+        exact, judged, plain_logits = model(x), judge(x), plain(x)
     assert not torch.equal(logits, exact) and torch.allclose(logits, exact, atol=0.05, rtol=0.05)
     assert judged.dtype == torch.float32 and torch.allclose(judged, exact, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(plain_logits, exact, atol=1e-5, rtol=1e-5)
     dense = TinyDense()
-    assert deciding_model(crafting_model(dense, "bf16", CPU)) is dense  # nothing to re-lay out: no copy
+    assert crafting_model(dense, "fp32", CPU) is dense  # nothing to re-lay out: no copy
+    assert deciding_model(crafting_model(dense, "bf16", CPU)) is dense
     with pytest.raises(AdvcliError):
         Autocast(model, "fp32", "cpu")
 

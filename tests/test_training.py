@@ -85,6 +85,15 @@ def test_models_are_shaped_from_the_data(name):
         build_model(name, (1, 28, 28), 1)
 
 
+def test_small_mnist_network_matches_its_published_shape_and_rejects_tiny_inputs():
+    model = build_model("mnist-small", (1, 28, 28), 10)
+    assert sum(p.numel() for p in model.parameters()) == 16 * 16 + 16 + 32 * 16 * 16 + 32 + 32 * 7 * 7 * 100 + 100 + 1010
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    assert build_model("mnist-small", (1, 4, 4), 10)(torch.rand(2, 1, 4, 4)).shape == (2, 10)
+    with pytest.raises(AdvcliError, match="too small"):
+        build_model("mnist-small", (1, 3, 28), 10)
+
+
 def test_seed_cnn_pooling_before_its_last_relu_changes_no_output_or_gradient():
     """The reference orders conv – ReLU – max-pool; pooling first is the same function, gradients included."""
     model = build_model("seed-cnn", (1, 12, 12), 4).eval()
