@@ -52,7 +52,7 @@ from advcli.attacks import attack_mode, perturb, predict
 from advcli.data import Dataset
 from advcli.evaluation import evaluate_model
 from advcli.models import SeedCNN
-from advcli.precision import cpu_has_native_bf16, crafting_model, resolve_precision
+from advcli.precision import cpu_has_native_bf16, crafting_model, deciding_model, resolve_precision
 from advcli.provenance import package_versions
 from advcli.runs import load_run
 from advcli.training import TrainConfig, save_training, train_model
@@ -143,11 +143,12 @@ def advcli_kernel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision:
     robust = []
     with attack_mode(model):
         crafter = crafting_model(model, precision, CPU)
+        judge = deciding_model(crafter)  # float32, in the crafting copy's layout, as evaluation judges
         for start in range(0, len(x), 500):
             xb, yb = x[start:start + 500], y[start:start + 500]
-            clean = predict(model, xb) == yb
+            clean = predict(judge, xb) == yb
             x_adv = perturb(crafter, xb, yb, eps=EPS, alpha=ALPHA, steps=STEPS, random_init=False)
-            robust.append(clean & (predict(model, x_adv) == yb))
+            robust.append(clean & (predict(judge, x_adv) == yb))
     return torch.cat(robust)
 
 
