@@ -17,10 +17,9 @@ white-box attacks are crafted on a torch source checkpoint and judged by the ONN
 
 White-box attacks may take their gradients in reduced precision (``precision``, see
 :mod:`advcli.precision`): they then craft under autocast, while the model, in float32, judges
-every sample, answers black-box queries and re-classifies every adversarial example (for a
-convolutional torch model: a copy of it with channels-last weights, for speed). Reported
-accuracies are therefore always float32 classifications, and ``fp32`` runs exactly as without any
-precision setting. For an ONNX model the precision applies only to its torch transfer source.
+every sample, answers black-box queries and re-classifies every adversarial example. For a
+convolutional torch model both use a frozen copy with channels-last weights, for speed, in every
+precision. Reported accuracies are therefore always float32 classifications. For an ONNX model the precision applies only to its torch transfer source.
 """
 
 from __future__ import annotations
