@@ -391,7 +391,8 @@ class TrainProgress:
     """A snapshot handed to the progress callback after every iteration.
 
     `validation` and `epoch_loss` are set after an epoch (and every --val-every iterations for
-    `validation`); `warning` when the guard saw robust validation accuracy collapse.
+    `validation`); `warning` when the guard saw robust validation accuracy collapse, or clean
+    validation accuracy still at chance level (see `AT_CHANCE_FACTOR`).
     """
 
     epoch: int
@@ -585,6 +586,7 @@ def train_model(
         step, order, carry, history, seconds_before = _restore(
             resume_from, config, dataset, model, optimizer, generators, guard, total, device)
     interrupted = stopped_by_guard = False
+    stalled_epoch: Optional[int] = None  # first epoch that ended with clean validation accuracy at chance
     started = time.perf_counter()
     model.train()
     while step < total:
@@ -628,6 +630,9 @@ def train_model(
             if decision.event is not None:
                 progress.warning = _collapse_warning(decision.event)
             stopped_by_guard = decision.stop
+            if stalled_epoch is None and epoch_end and _at_chance(result, epoch_index + 1, dataset.num_classes):
+                stalled_epoch = epoch_index + 1
+                progress.warning = "; ".join(filter(None, (progress.warning, _chance_warning(result, stalled_epoch))))
         if on_progress is not None:
             on_progress(progress)
         if stopped_by_guard:
@@ -657,6 +662,7 @@ def train_model(
         "iterations": step,
         "interrupted": interrupted,
         "stopped_by_guard": stopped_by_guard,
+        "at_chance_epoch": stalled_epoch,
         "kept": kept,
         "train_seconds": round(seconds, 2),
         "device": str(device),
@@ -681,6 +687,22 @@ def _guard_summary(config: TrainConfig, guard: CollapseGuard, samples: int, kept
         "kept": kept,
         "stopped": stopped,
     }
+
+
+# Clean validation accuracy at most this multiple of chance (1 / classes), from this epoch on,
+# means the model has not started to learn: large-eps adversarial training from scratch can sit
+# at a constant prediction for the whole run, with nothing in the loss to say so but ln(classes).
+AT_CHANCE_FACTOR = 1.5
+AT_CHANCE_FROM_EPOCH = 2
+
+
+def _at_chance(result: ValidationResult, epoch: int, num_classes: int) -> bool:
+    return epoch >= AT_CHANCE_FROM_EPOCH and result.accuracy <= AT_CHANCE_FACTOR / num_classes
+
+
+def _chance_warning(result: ValidationResult, epoch: int) -> str:
+    return (f"clean validation accuracy is {result.accuracy:.4f} after {epoch} epochs, at chance level: the model "
+            "is not learning (at a large eps, ramp it up with --eps-ramp, or lower --lr)")
 
 
 def _collapse_warning(event: dict[str, Any]) -> str:

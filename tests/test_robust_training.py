@@ -287,6 +287,25 @@ def test_guard_keeps_the_last_model_when_it_is_the_best(small, small_spec):
     assert _same_weights(_weights(result.model), script.weights[-1])
 
 
+def test_training_stuck_at_chance_is_flagged_once_and_recorded(small, small_spec, tmp_path):
+    chance = 1 / small.num_classes
+
+    def at_chance_from_the_start(model, x, y, config):
+        return ValidationResult(chance, chance)
+
+    warnings = []
+    result = train_model(_config(small_spec, epochs=3), dataset=small, validator=at_chance_from_the_start,
+                         on_progress=lambda p: p.warning and warnings.append((p.epoch, p.warning)))
+    assert [epoch for epoch, _ in warnings] == [2]  # never after one epoch alone, and only once
+    assert "chance level" in warnings[0][1] and "--eps-ramp" in warnings[0][1]
+    assert result.metrics["at_chance_epoch"] == 2
+    meta = json.loads((save_training(result, tmp_path / "stuck") / "model.json").read_text())
+    assert meta["metrics"]["at_chance_epoch"] == 2
+
+    learning = train_model(_config(small_spec, epochs=3), dataset=small, validator=ScriptedValidator([0.2, 0.3, 0.4]))
+    assert learning.metrics["at_chance_epoch"] is None
+
+
 # Resume -------------------------------------------------------------------------------------
 
 RESUME_CASES = {
