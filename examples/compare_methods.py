@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{dataset.spec}, {args.model}, eps {args.eps}, {args.epochs} epochs, {len(dataset.x_train)} training samples, "
           f"{args.optimizer} lr {args.lr} ({args.lr_schedule}), {args.samples} test samples evaluated, "
-          f"precision {args.precision}, threads {torch.get_num_threads()}")
+          f"precision {rows[0]['precision'] if rows else args.precision}, threads {torch.get_num_threads()}")
     print("| method | clean | BIM-20 | PGD-50-10 | s/epoch | passes | kept (best epoch) | collapses |")
     print("|---|---:|---:|---:|---:|---:|---|---:|")
     for row in rows:
