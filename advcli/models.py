@@ -34,7 +34,16 @@ class SeedCNN(nn.Module):
         self.classifier = nn.Linear(64 * (height // 2) * (width // 2), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
+        features = self.features(x)
+        if features.dim() == 4 and not features.is_contiguous() and features.is_contiguous(
+                memory_format=torch.channels_last):
+            # Flatten channels-last features in their memory order (a view, not a copy) and take the
+            # classifier's weights in that order: the same function, without a layout conversion
+            # forward and back.
+            channels, height, width = features.shape[1:]
+            weight = self.classifier.weight.view(-1, channels, height, width).permute(0, 2, 3, 1).flatten(1)
+            return nn.functional.linear(features.permute(0, 2, 3, 1).flatten(1), weight, self.classifier.bias)
+        return self.classifier(torch.flatten(features, 1))
 
 
 class SmallMNISTCNN(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -92,6 +94,22 @@ def test_small_mnist_network_matches_its_published_shape_and_rejects_tiny_inputs
     assert build_model("mnist-small", (1, 4, 4), 10)(torch.rand(2, 1, 4, 4)).shape == (2, 10)
     with pytest.raises(AdvcliError, match="too small"):
         build_model("mnist-small", (1, 3, 28), 10)
+
+
+def test_seed_cnn_in_channels_last_flattens_in_memory_order_to_the_same_function():
+    model = build_model("seed-cnn", (1, 12, 12), 4)
+    laid_out = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x = torch.rand(8, 1, 12, 12, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    y = torch.arange(8) % 4
+    outputs, input_grads, weight_grads = [], [], []
+    for net in (model, laid_out):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        (input_grad, weight_grad) = torch.autograd.grad(loss, (x, net.classifier.weight))
+        outputs.append(net(x).detach()), input_grads.append(input_grad), weight_grads.append(weight_grad)
+    assert laid_out.features(x).is_contiguous(memory_format=torch.channels_last)  # the channels-last branch ran
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+    assert torch.allclose(input_grads[0], input_grads[1], atol=1e-6)
+    assert torch.allclose(weight_grads[0], weight_grads[1], atol=1e-6)  # training updates the same weights
 
 
 def test_seed_cnn_pooling_before_its_last_relu_changes_no_output_or_gradient():
