@@ -74,7 +74,7 @@ def main() -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total_loss += float(loss)
+            total_loss += float(loss.detach())
         model.eval()
         with torch.no_grad():
             clean = float((model(x_test).argmax(1) == y_test).float().mean())
