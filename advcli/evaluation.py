@@ -19,7 +19,8 @@ White-box attacks may take their gradients in reduced precision (``precision``, 
 :mod:`advcli.precision`): they then craft under autocast, while the model, in float32, judges
 every sample, answers black-box queries and re-classifies every adversarial example. For a
 convolutional torch model both use a frozen copy with channels-last weights, for speed, in every
-precision. Reported accuracies are therefore always float32 classifications. For an ONNX model the precision applies only to its torch transfer source.
+precision. Reported accuracies are therefore always float32 classifications. For an ONNX model the
+precision applies only to its torch transfer source.
 """
 
 from __future__ import annotations
