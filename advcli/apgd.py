@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks import (
-    _check_inputs, _check_targets, attack_mode, best_of_restarts, gradient_chunks, judged_scores, l2_norms,
-    project_l2, validate_attack_args,
+    _check_inputs, _check_targets, attack_mode, best_of_restarts, by_chunks, judged_scores, l2_norms, project_l2,
+    validate_attack_args,
 )
 from .errors import AttackError
 
@@ -59,13 +59,8 @@ def _loss_and_gradient(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Optional[torch.Tensor], loss_fn: LossFn
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample losses, their input gradients and the logits, taken chunk by chunk (see
-    :func:`advcli.attacks.gradient_chunks`)."""
-    chunks = gradient_chunks(x)
-    if len(chunks) > 1:
-        parts = [_loss_and_gradient_once(model, x[rows], y[rows], None if target is None else target[rows], loss_fn)
-                 for rows in chunks]
-        return tuple(torch.cat([part[i] for part in parts]) for i in range(3))  # type: ignore[return-value]
-    return _loss_and_gradient_once(model, x, y, target, loss_fn)
+    :func:`advcli.attacks.by_chunks`)."""
+    return by_chunks(lambda xs, ys, ts: _loss_and_gradient_once(model, xs, ys, ts, loss_fn), x, y, target)
 
 
 def _loss_and_gradient_once(

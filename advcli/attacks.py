@@ -17,7 +17,7 @@ import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -99,17 +99,24 @@ def gradient_chunks(x: torch.Tensor) -> list[slice]:
     return [slice(start, start + size) for start in range(0, len(x), size)] or [slice(0, 0)]
 
 
+def by_chunks(fn: Callable[..., Any], x: torch.Tensor, *others: Optional[torch.Tensor]) -> Any:
+    """``fn(x, *others)`` taken over the rows of :func:`gradient_chunks` (None passes through) and
+    concatenated: a tensor, or each tensor of a returned tuple. Every row's result is its own."""
+    chunks = gradient_chunks(x)
+    if len(chunks) == 1:
+        return fn(x, *others)
+    parts = [fn(x[rows], *(None if other is None else other[rows] for other in others)) for rows in chunks]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(column) for column in zip(*parts))
+    return torch.cat(parts)
+
+
 def input_gradient(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, target: Optional[torch.Tensor] = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient with respect to `x` of the summed cross-entropy (or, with `target`, of minus the
     target class's cross-entropy: ascending it moves towards the target), and the logits at `x`."""
-    chunks = gradient_chunks(x)
-    if len(chunks) > 1:
-        parts = [_input_gradient(model, x[rows], y[rows], None if target is None else target[rows])
-                 for rows in chunks]
-        return torch.cat([grad for grad, _ in parts]), torch.cat([logits for _, logits in parts])
-    return _input_gradient(model, x, y, target)
+    return by_chunks(lambda xs, ys, ts: _input_gradient(model, xs, ys, ts), x, y, target)
 
 
 def _input_gradient(
@@ -276,10 +283,7 @@ def perturb(
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Predicted labels for `x` (on the CPU in chunks, as gradients are: see :func:`gradient_chunks`)."""
-    chunks = gradient_chunks(x)
-    if len(chunks) > 1:
-        return torch.cat([model(x[rows]).argmax(1) for rows in chunks])
-    return model(x).argmax(1)
+    return by_chunks(lambda xs: model(xs).argmax(1), x)
 
 
 def best_of_restarts(

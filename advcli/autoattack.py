@@ -64,8 +64,6 @@ def square(
                                      clip=clip, generator=cpu_generator, norm=norm)
             return x_adv
 
-        if restarts == 1:  # one run is its own best; no extra queries to compare it with itself
-            return run_once(torch.arange(x.shape[0], device=x.device))
         return best_of_restarts(model, x, y, None, restarts, run_once)
 
 

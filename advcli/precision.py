@@ -8,7 +8,7 @@ wrapper, while every decision that reaches a report (which samples are fooled, w
 early, which restart wins, which classes are targeted, black-box queries, the final
 re-classification) is made in float32 by the model behind it. For a convolutional model, in every
 precision, crafting and judging run on a frozen copy whose convolution weights are held
-channels-last (the fast layout for these kernels: about 1.4x on a float32 attack step on CPU). Its
+channels-last (the fast layout for these kernels; speed figures in benchmarks/README.md). Its
 float32 logits can differ from the default layout's in their last bits, as they do between
 libraries or machines; that changes a classification only for a sample whose two top logits tie to
 within about 1e-6, and one copy both crafts and judges, so the two never disagree.
@@ -102,14 +102,18 @@ def _per_sample(scale: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return scale.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
-class _NormalisePerSample(torch.autograd.Function):
-    """Identity; on the way back, scales each sample's gradient to a largest magnitude of 1 and
-    keeps the factors in `scales` for :class:`_RestorePerSample`."""
+class _PerSampleScaleHook(torch.autograd.Function):
+    """Identity on the way forward, sharing a `scales` dict with its partner for the way back."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, scales: dict) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, tensor: torch.Tensor, scales: dict) -> torch.Tensor:  # type: ignore[override]
         ctx.scales = scales
-        return logits.view_as(logits)
+        return tensor.view_as(tensor)
+
+
+class _NormalisePerSample(_PerSampleScaleHook):
+    """On the way back, scales each sample's gradient to a largest magnitude of 1 and keeps the
+    factors in `scales` for :class:`_RestorePerSample`."""
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -118,14 +122,9 @@ class _NormalisePerSample(torch.autograd.Function):
         return grad / _per_sample(scale, grad), None
 
 
-class _RestorePerSample(torch.autograd.Function):
-    """Identity; on the way back, multiplies each sample's (float32) gradient by the factor
+class _RestorePerSample(_PerSampleScaleHook):
+    """On the way back, multiplies each sample's (float32) gradient by the factor
     :class:`_NormalisePerSample` took out."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scales: dict) -> torch.Tensor:  # type: ignore[override]
-        ctx.scales = scales
-        return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -279,8 +279,7 @@ def memory_child(samples: int, model_path: str, precision: str) -> dict[str, Any
     torch.manual_seed(0)
     model = load_run(model_path).model
     x = torch.rand(samples, 1, 28, 28)
-    with torch.no_grad():
-        y = torch.cat([model(x[i:i + 1000]).argmax(1) for i in range(0, samples, 1000)])
+    y = predict(model, x)
     before = _vm_kib("VmRSS")
     try:  # reset the peak, so it measures the evaluation alone
         Path("/proc/self/clear_refs").write_text("5")
@@ -315,9 +314,9 @@ def machine() -> dict[str, Any]:
 
 
 def subset(dataset: Dataset, train: int, test: int) -> Dataset:
-    return Dataset(name=dataset.name, spec=dataset.spec, x_train=dataset.x_train[:train],
-                   y_train=dataset.y_train[:train], x_test=dataset.x_test[:test], y_test=dataset.y_test[:test],
-                   classes=dataset.classes, fingerprint=dataset.fingerprint + f"[:{train}]")
+    return replace(dataset, x_train=dataset.x_train[:train], y_train=dataset.y_train[:train],
+                   x_test=dataset.x_test[:test], y_test=dataset.y_test[:test],
+                   fingerprint=dataset.fingerprint + f"[:{train}]")
 
 
 def default_data() -> str:
@@ -388,7 +387,7 @@ def main() -> int:
 
         # BIM-20 on the robust model, clean-correct samples only: every contender attacks every sample.
         x_all, y_all = dataset.x_test, dataset.y_test
-        correct = torch.cat([predict(robust, x_all[i:i + 1000]) for i in range(0, len(x_all), 1000)]) == y_all
+        correct = predict(robust, x_all) == y_all
         results["robust_model_clean_accuracy"] = round(float(correct.float().mean()), 4)
         picks = correct.nonzero().squeeze(1)[:samples]
         x, y = x_all[picks], y_all[picks]

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the table to this JSON file")
     args = parser.parse_args(argv)
 
+    pgd_alpha = args.pgd_alpha or 2.5 * args.eps / 50
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     unknown = [name for name in methods if name not in advcli.TRAINING_METHODS]
     if unknown:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         bim = advcli.evaluate(attacks=("bim",), alpha=args.bim_alpha, iters=20, **common)
         pgd = advcli.evaluate(attacks=("pgd",), iters=50, restarts=10, init="random",
-                              alpha=args.pgd_alpha if args.pgd_alpha else 2.5 * args.eps / 50, **common)
+                              alpha=pgd_alpha, **common)
         passes = max(1, result.metrics["epochs_completed"])
         guard = result.guard or {}
         row = {
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "data": dataset.spec, "data_fingerprint": dataset.fingerprint, "model": args.model, "eps": args.eps,
-            "pgd_alpha": args.pgd_alpha if args.pgd_alpha else 2.5 * args.eps / 50, "epochs": args.epochs,
+            "pgd_alpha": pgd_alpha, "epochs": args.epochs,
             "train_samples": len(dataset.x_train), "samples": args.samples, "bim_alpha": args.bim_alpha,
             "optimizer": args.optimizer, "lr": args.lr, "lr_schedule": args.lr_schedule,
             "precision": args.precision, "threads": torch.get_num_threads(), "versions": package_versions(), "rows": rows,
