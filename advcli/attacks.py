@@ -105,10 +105,22 @@ def by_chunks(fn: Callable[..., Any], x: torch.Tensor, *others: Optional[torch.T
     chunks = gradient_chunks(x)
     if len(chunks) == 1:
         return fn(x, *others)
-    parts = [fn(x[rows], *(None if other is None else other[rows] for other in others)) for rows in chunks]
-    if isinstance(parts[0], tuple):
-        return tuple(torch.cat(column) for column in zip(*parts))
-    return torch.cat(parts)
+    # Each chunk's result goes straight into outputs sized once, and is freed: small results kept
+    # between chunks would pin glibc's heap under every later chunk's activations, and the process
+    # would grow with the number of chunks.
+    outputs: Optional[tuple[torch.Tensor, ...]] = None
+    as_tuple = False
+    for rows in chunks:
+        result = fn(x[rows], *(None if other is None else other[rows] for other in others))
+        as_tuple = isinstance(result, tuple)
+        parts = result if as_tuple else (result,)
+        if outputs is None:
+            outputs = tuple(part.new_empty((len(x), *part.shape[1:])) for part in parts)
+        for output, part in zip(outputs, parts):
+            output[rows] = part
+        del result, parts
+    assert outputs is not None
+    return outputs if as_tuple else outputs[0]
 
 
 def input_gradient(
@@ -282,8 +294,10 @@ def perturb(
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Predicted labels for `x` (on the CPU in chunks, as gradients are: see :func:`gradient_chunks`)."""
-    return by_chunks(lambda xs: model(xs).argmax(1), x)
+    """Predicted labels for `x` (on the CPU in chunks, as gradients are: see :func:`gradient_chunks`),
+    without recording a graph for gradients nobody will take."""
+    with torch.no_grad():
+        return by_chunks(lambda xs: model(xs).argmax(1), x)
 
 
 def best_of_restarts(

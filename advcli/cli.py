@@ -22,7 +22,7 @@ from .attacks import AttackName, NormName
 from .backends import BackendName
 from .crafting import CraftConfig, craft
 from .data import load_dataset
-from .devices import DeviceChoice, auto_fallback_note, resolve_device
+from .devices import DeviceChoice, auto_fallback_note, keep_freed_memory, resolve_device
 from .errors import AdvcliError
 from .evaluation import EvalConfig, EvalReport, check_plot_path, evaluate, load_for_evaluation, parse_eps, save_curve_plot
 from .guard import OnCollapse
@@ -525,5 +525,7 @@ def export_command(
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. The process is ours, so freed memory is kept for reuse (see
+    :func:`advcli.devices.keep_freed_memory`; ``ADVCLI_KEEP_FREED_MEMORY=0`` turns that off)."""
+    keep_freed_memory()
     app()

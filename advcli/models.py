@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .errors import AdvcliError
+from .layers import FewChannelConv2d
 
 InputShape = tuple[int, int, int]
 
@@ -25,7 +26,7 @@ class SeedCNN(nn.Module):
         super().__init__()
         channels, height, width = input_shape
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 32, kernel_size=3, padding=1),
+            FewChannelConv2d(channels, 32, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.Conv2d(32, 64, kernel_size=3, padding=1),
             nn.MaxPool2d(kernel_size=2, stride=2),
@@ -58,7 +59,7 @@ class SmallMNISTCNN(nn.Module):
         if min(reduced) < 1:
             raise AdvcliError(f"model mnist-small: input shape {tuple(input_shape)} is too small (needs 4x4 or more)")
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 16, kernel_size=4, stride=2, padding=1),
+            FewChannelConv2d(channels, 16, kernel_size=4, stride=2, padding=1),
             nn.ReLU(),
             nn.Conv2d(16, 32, kernel_size=4, stride=2, padding=1),
             nn.ReLU(),

@@ -1,4 +1,4 @@
-"""Speed benchmark: advcli against a plain eager PyTorch loop, side by side in one process.
+"""Speed benchmark: advcli against a plain eager PyTorch loop, side by side.
 
 For the reference network (seed-cnn, 1x28x28 inputs, 10 classes) it measures images per second of
 
@@ -7,6 +7,8 @@ For the reference network (seed-cnn, 1x28x28 inputs, 10 classes) it measures ima
     reference's layer order, parameters requiring gradients, float32, batches of 100, no early
     stop); advcli runs its whole evaluation (re-checks and float32 re-classification included) and,
     separately, its attack kernel without early stopping; torchattacks' BIM when it is importable;
+    then again with every contender in a fresh process per round, as users run them (the plain
+    loop under glibc's allocator as it is, advcli as its command runs, with freed memory kept);
   * BIM-20 evaluation on a standard model, where early stopping pays (reported apart);
   * FGSM-RS and standard training (one epoch, no validation slice);
   * inference under torch and onnxruntime;
@@ -15,7 +17,10 @@ with the achieved share of this machine's measured matrix-multiply FLOP/s (fp32 
 nominal FLOP counts of the layers), the robust accuracy moved by bf16 against fp32 on the same model
 and samples (BIM-20 and PGD-20), and the peak memory of evaluating 10k and 60k images in a child
 process (flat = streamed). Contenders run interleaved, best of --rounds, so a busy machine slows
-them alike. Every figure records the precision it ran in. Prints a table; ``--json`` writes JSON.
+them alike; in this process they all run with freed memory kept for reuse (see
+advcli.devices.keep_freed_memory; ``--glibc-default`` leaves the allocator alone), so that none
+depends on what ran before it. Every figure records the precision it ran in. Prints a table;
+``--json`` writes JSON.
 
     PYTHONPATH=. python benchmarks/run.py --threads 1 --json results.json
     PYTHONPATH=. python benchmarks/run.py --quick            # a smoke run, a minute or two
@@ -50,6 +55,7 @@ from torch import nn
 import advcli
 from advcli.attacks import attack_mode, perturb, predict
 from advcli.data import Dataset
+from advcli.devices import keep_freed_memory
 from advcli.evaluation import evaluate_model
 from advcli.models import SeedCNN
 from advcli.precision import cpu_has_native_bf16, crafting_model, deciding_model, resolve_precision
@@ -274,19 +280,21 @@ def _vm_kib(field_name: str) -> Optional[int]:
 
 
 def memory_child(samples: int, model_path: str, precision: str) -> dict[str, Any]:
-    """In a fresh process: memory of evaluating `samples` images (FGSM, the model's own labels so
-    every sample is attacked), beyond the data already loaded."""
+    """In a fresh process, as the command runs (freed memory kept for reuse): the peak memory of
+    labelling `samples` images with the model (so that every sample is attacked) and evaluating them
+    (FGSM), above what the loaded model and data hold."""
+    keep_freed_memory()
     torch.manual_seed(0)
     model = load_run(model_path).model
     x = torch.rand(samples, 1, 28, 28)
-    y = predict(model, x)
     before = _vm_kib("VmRSS")
-    try:  # reset the peak, so it measures the evaluation alone
+    try:  # reset the peak, so it measures the labelling and evaluation alone
         Path("/proc/self/clear_refs").write_text("5")
         peak_field = "VmHWM"
     except OSError:
         peak_field = None
     started = time.perf_counter()
+    y = predict(model, x)
     report = evaluate_model(model, x, y, attacks=("fgsm",), eps=EPS, sanity_samples=0, precision=precision,
                             batch_size=500)
     seconds = time.perf_counter() - started
@@ -295,6 +303,52 @@ def memory_child(samples: int, model_path: str, precision: str) -> dict[str, Any
             "rss_before_mib": round((before or 0) / 1024, 1), "peak_rss_mib": round((peak or 0) / 1024, 1),
             "growth_mib": round(((peak or 0) - (before or 0)) / 1024, 1), "seconds": round(seconds, 1),
             "peak_measure": peak_field or "ru_maxrss"}
+
+
+# Contenders that each run in a fresh process, as a user runs them: the plain loop as a script
+# under glibc's default allocator, advcli as its command runs (freed memory kept for reuse).
+FRESH_CONTENDERS = {  # name: (label, precision, keep freed memory)
+    "plain": ("plain eager loop (batch 100)", "fp32", False),
+    "plain-kept": ("plain eager loop, freed memory kept", "fp32", True),
+    "advcli-fp32": ("advcli evaluate, as the command runs", "fp32", True),
+    "advcli-bf16": ("advcli evaluate, as the command runs", "bf16", True),
+    "advcli-fp32-glibc": ("advcli evaluate, glibc's allocator as it is", "fp32", False),
+    "advcli-bf16-glibc": ("advcli evaluate, glibc's allocator as it is", "bf16", False),
+}
+
+
+def clean_correct(model: nn.Module, dataset: Dataset, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `samples` test images `model` classifies correctly, so that every contender attacks every one."""
+    correct = predict(model, dataset.x_test) == dataset.y_test
+    picks = correct.nonzero().squeeze(1)[:samples]
+    return dataset.x_test[picks], dataset.y_test[picks]
+
+
+def bim_child(name: str, model_path: str, samples: int, spec: str) -> dict[str, Any]:
+    """In a fresh process: BIM-20 by one of FRESH_CONTENDERS on the robust model's clean-correct images."""
+    label, precision, keep = FRESH_CONTENDERS[name]
+    kept = keep_freed_memory() if keep else None
+    model = load_run(model_path).model.eval()
+    x, y = clean_correct(model, advcli.load_dataset(spec), samples)
+    if name.startswith("plain"):
+        reference = reference_copy(model)
+        run = lambda xs, ys: float(plain_bim(reference, xs, ys).float().mean())  # noqa: E731
+    else:
+        run = lambda xs, ys: advcli_bim(model, xs, ys, precision)  # noqa: E731
+    run(x[:20], y[:20])  # warm-up: kernels and primitives are created before the timing
+    wall, cpu = time.perf_counter(), time.process_time()
+    robust = run(x, y)
+    return {"name": name, "images": len(x), "seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
+            "robust": robust, "allocator": kept or "glibc default"}
+
+
+def run_child(arguments: list[str], threads: Optional[int]) -> dict[str, Any]:
+    """Run this script with `arguments` in a fresh process and return the JSON it prints last."""
+    command = [sys.executable, __file__, *arguments] + (["--threads", str(threads)] if threads else [])
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(advcli.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    output = subprocess.run(command, capture_output=True, text=True, check=True, env=environment).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def machine() -> dict[str, Any]:
@@ -334,7 +388,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--json", type=Path, default=None, help="write all figures to this JSON file")
+    parser.add_argument("--glibc-default", action="store_true",
+                        help="leave glibc's allocator as it is in this process (default: keep freed memory, as the "
+                             "advcli command does, so that no contender depends on what ran before it)")
     parser.add_argument("--memory-child", nargs=3, metavar=("SAMPLES", "MODEL", "PRECISION"), help=argparse.SUPPRESS)
+    parser.add_argument("--bim-child", nargs=4, metavar=("NAME", "MODEL", "SAMPLES", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -342,6 +400,11 @@ def main() -> int:
         samples, model_path, precision = args.memory_child
         print(json.dumps(memory_child(int(samples), model_path, precision)))
         return 0
+    if args.bim_child:
+        name, model_path, samples, spec = args.bim_child
+        print(json.dumps(bim_child(name, model_path, int(samples), spec)))
+        return 0
+    allocator = None if args.glibc_default else keep_freed_memory()
 
     quick = args.quick
     samples = args.samples or (100 if quick else 500)
@@ -355,7 +418,7 @@ def main() -> int:
         "mode": "quick" if quick else "full", "machine": machine(), "versions": package_versions(),
         "auto_precision": {"evaluation": auto, "training": resolve_precision("auto", CPU, training=True)},
         "settings": {"eps": EPS, "alpha": ALPHA, "steps": STEPS, "samples": samples, "train_samples": train_samples,
-                     "rounds": rounds},
+                     "rounds": rounds, "allocator_in_process": allocator or "glibc default"},
     }
     spec = "digits" if quick and args.data is None else (args.data or default_data())
     print(f"loading {spec} ...", file=sys.stderr, flush=True)
@@ -387,10 +450,8 @@ def main() -> int:
 
         # BIM-20 on the robust model, clean-correct samples only: every contender attacks every sample.
         x_all, y_all = dataset.x_test, dataset.y_test
-        correct = predict(robust, x_all) == y_all
-        results["robust_model_clean_accuracy"] = round(float(correct.float().mean()), 4)
-        picks = correct.nonzero().squeeze(1)[:samples]
-        x, y = x_all[picks], y_all[picks]
+        results["robust_model_clean_accuracy"] = round(float((predict(robust, x_all) == y_all).float().mean()), 4)
+        x, y = clean_correct(robust, dataset, samples)
         reference = reference_copy(robust)
         contenders: dict[str, Callable[[], Any]] = {
             "plain": lambda: plain_bim(reference, x, y),
@@ -421,6 +482,23 @@ def main() -> int:
             if name in timed:
                 bench.add(group, label, precision, len(x), timed[name], plain=timed["plain"], passes=PASSES["bim20"],
                           note=f"robust {robust_acc[name]:.3f}")
+
+        # The same, each contender in a fresh process per round, as users run them.
+        print(f"BIM-20 on {len(x)} clean-correct images, a fresh process per contender and round ...",
+              file=sys.stderr, flush=True)
+        fresh: dict[str, Timing] = {name: Timing() for name in FRESH_CONTENDERS}
+        for _ in range(rounds):
+            for name in FRESH_CONTENDERS:
+                child = run_child(["--bim-child", name, str(robust_path), str(len(x)), spec], args.threads)
+                timing = fresh[name]
+                timing.wall, timing.cpu = min(timing.wall, child["seconds"]), min(timing.cpu, child["cpu_seconds"])
+                timing.result = child
+        group = "BIM-20 eval, robust model, a fresh process each"
+        for name, (label, precision, keep) in FRESH_CONTENDERS.items():
+            child = fresh[name].result
+            allocator = "freed memory kept" if keep else "glibc default"
+            bench.add(group, label, precision, child["images"], fresh[name], plain=fresh["plain"],
+                      passes=PASSES["bim20"], note=f"robust {child['robust']:.3f}; {allocator}")
 
         # BIM-20 on a standard model: early stopping pays off here.
         correct = predict(standard, x_all[:2000]) == y_all[:2000]
@@ -476,13 +554,7 @@ def main() -> int:
             memory = []
             for count in sizes:
                 print(f"peak memory of evaluating {count} images (child process) ...", file=sys.stderr, flush=True)
-                command = [sys.executable, __file__, "--memory-child", str(count), str(robust_path), auto]
-                if args.threads:
-                    command += ["--threads", str(args.threads)]
-                output = subprocess.run(command, capture_output=True, text=True, check=True, env={
-                    **os.environ, "PYTHONPATH": os.pathsep.join(
-                        [str(Path(advcli.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}).stdout
-                memory.append(json.loads(output.strip().splitlines()[-1]))
+                memory.append(run_child(["--memory-child", str(count), str(robust_path), auto], args.threads))
             results["eval_memory"] = memory
 
     results["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
