@@ -294,10 +294,8 @@ def perturb(
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Predicted labels for `x` (on the CPU in chunks, as gradients are: see :func:`gradient_chunks`),
-    without recording a graph for gradients nobody will take."""
-    with torch.no_grad():
-        return by_chunks(lambda xs: model(xs).argmax(1), x)
+    """Predicted labels for `x` (on the CPU in chunks, as gradients are: see :func:`gradient_chunks`)."""
+    return by_chunks(lambda xs: model(xs).argmax(1), x)
 
 
 def best_of_restarts(

@@ -63,9 +63,10 @@ def keep_freed_memory(environ: Optional[Mapping[str, str]] = None) -> Optional[s
     """Tell glibc's allocator to keep freed memory for reuse instead of handing it back to the system.
 
     Every attack step allocates and frees the same few tensors of several MiB. By default glibc
-    serves such blocks with fresh pages and returns them on free, so every step pays for page
-    faults and zeroing again: a third of a bfloat16 attack step in a fresh process on a 2-core CPU
-    (benchmarks/README.md). This is the reuse that jemalloc or tcmalloc would give; it applies to
+    may serve such blocks with fresh pages and return them on free, depending on what the process
+    did before, so a step can pay for page faults and zeroing again: in A/B runs on a 2-core CPU a
+    float32 attack loop ran 1.34x as fast with this setting and a loop of bfloat16 input gradients
+    1.3x (benchmarks/README.md). This is the reuse that jemalloc or tcmalloc would give; it applies to
     the whole process, so the ``advcli`` command calls it and a library caller may choose to.
     The process then holds on to at most 256 MiB of memory it has freed.
 

@@ -99,7 +99,7 @@ class FewChannelConv2d(nn.Conv2d):
             return _FewChannelConv2d.apply(x, self.weight, self.bias, self.stride, self.padding, dtype)
 
     def _product_dtype(self, x: torch.Tensor) -> Optional[torch.dtype]:
-        """The dtype to compute the matrix product in, or None where the library convolution runs."""
+        """The dtype to compute in on the matrix-product path, or None where the library convolution runs."""
         kernel_h, kernel_w = self.kernel_size
         if (x.device.type != "cpu" or x.dim() != 4 or self.groups != 1 or self.padding_mode != "zeros"
                 or isinstance(self.padding, str) or tuple(self.dilation) != (1, 1)

@@ -317,19 +317,23 @@ FRESH_CONTENDERS = {  # name: (label, precision, keep freed memory)
 }
 
 
-def clean_correct(model: nn.Module, dataset: Dataset, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `samples` test images `model` classifies correctly, so that every contender attacks every one."""
-    correct = predict(model, dataset.x_test) == dataset.y_test
+def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  samples: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The first `samples` of `x` that `model` classifies correctly (so that every contender attacks
+    every one), their labels, and the model's clean accuracy on all of `x`."""
+    correct = predict(model, x) == y
     picks = correct.nonzero().squeeze(1)[:samples]
-    return dataset.x_test[picks], dataset.y_test[picks]
+    return x[picks], y[picks], float(correct.float().mean())
 
 
 def bim_child(name: str, model_path: str, samples: int, spec: str) -> dict[str, Any]:
     """In a fresh process: BIM-20 by one of FRESH_CONTENDERS on the robust model's clean-correct images."""
-    label, precision, keep = FRESH_CONTENDERS[name]
-    kept = keep_freed_memory() if keep else None
+    _, precision, keep = FRESH_CONTENDERS[name]
+    if keep:
+        keep_freed_memory()
     model = load_run(model_path).model.eval()
-    x, y = clean_correct(model, advcli.load_dataset(spec), samples)
+    dataset = advcli.load_dataset(spec)
+    x, y, _ = clean_correct(model, dataset.x_test, dataset.y_test, samples)
     if name.startswith("plain"):
         reference = reference_copy(model)
         run = lambda xs, ys: float(plain_bim(reference, xs, ys).float().mean())  # noqa: E731
@@ -339,7 +343,7 @@ def bim_child(name: str, model_path: str, samples: int, spec: str) -> dict[str, 
     wall, cpu = time.perf_counter(), time.process_time()
     robust = run(x, y)
     return {"name": name, "images": len(x), "seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
-            "robust": robust, "allocator": kept or "glibc default"}
+            "robust": robust}
 
 
 def run_child(arguments: list[str], threads: Optional[int]) -> dict[str, Any]:
@@ -450,8 +454,8 @@ def main() -> int:
 
         # BIM-20 on the robust model, clean-correct samples only: every contender attacks every sample.
         x_all, y_all = dataset.x_test, dataset.y_test
-        results["robust_model_clean_accuracy"] = round(float((predict(robust, x_all) == y_all).float().mean()), 4)
-        x, y = clean_correct(robust, dataset, samples)
+        x, y, clean_accuracy = clean_correct(robust, x_all, y_all, samples)
+        results["robust_model_clean_accuracy"] = round(clean_accuracy, 4)
         reference = reference_copy(robust)
         contenders: dict[str, Callable[[], Any]] = {
             "plain": lambda: plain_bim(reference, x, y),
@@ -496,14 +500,12 @@ def main() -> int:
         group = "BIM-20 eval, robust model, a fresh process each"
         for name, (label, precision, keep) in FRESH_CONTENDERS.items():
             child = fresh[name].result
-            allocator = "freed memory kept" if keep else "glibc default"
             bench.add(group, label, precision, child["images"], fresh[name], plain=fresh["plain"],
-                      passes=PASSES["bim20"], note=f"robust {child['robust']:.3f}; {allocator}")
+                      passes=PASSES["bim20"],
+                      note=f"robust {child['robust']:.3f}; {'freed memory kept' if keep else 'glibc default'}")
 
         # BIM-20 on a standard model: early stopping pays off here.
-        correct = predict(standard, x_all[:2000]) == y_all[:2000]
-        picks = correct.nonzero().squeeze(1)[:samples]
-        xs, ys = x_all[picks], y_all[picks]
+        xs, ys, _ = clean_correct(standard, x_all[:2000], y_all[:2000], samples)
         standard_reference = reference_copy(standard)
         print(f"BIM-20 on {len(xs)} images a standard model classifies correctly ...", file=sys.stderr, flush=True)
         timed = interleaved({"plain": lambda: plain_bim(standard_reference, xs, ys),

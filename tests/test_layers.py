@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advcli.devices import keep_freed_memory
 from advcli.layers import FEW_CHANNELS_MAX_PATCH, FewChannelConv2d, _FewChannelConv2d
 
 GEOMETRIES = [  # in_channels, out_channels, kernel, stride, padding, height, width
@@ -21,8 +20,8 @@ GEOMETRIES = [  # in_channels, out_channels, kernel, stride, padding, height, wi
 
 @pytest.mark.parametrize("in_channels,out_channels,kernel,stride,padding,height,width", GEOMETRIES)
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_few_channel_gradients_are_exact(in_channels, out_channels, kernel, stride, padding,
-                                                             height, width, with_bias):
+def test_few_channel_gradients_are_exact(in_channels, out_channels, kernel, stride, padding, height, width,
+                                         with_bias):
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(2, in_channels, height, width, dtype=torch.float64, generator=generator, requires_grad=True)
     weight = torch.randn(out_channels, in_channels, *kernel, dtype=torch.float64, generator=generator,
@@ -115,31 +114,3 @@ def test_few_channel_conv_threshold_is_what_it_says():
     x1, x2 = torch.rand(2, 1, 8, 8), torch.rand(2, 2, 8, 8)
     assert 1 * 4 * 4 <= FEW_CHANNELS_MAX_PATCH < 2 * 3 * 3
     assert fits._product_dtype(x1) == torch.float32 and too_wide._product_dtype(x2) is None
-
-
-@pytest.mark.parametrize("environ", [
-    {"ADVCLI_KEEP_FREED_MEMORY": "0"},
-    {"MALLOC_TRIM_THRESHOLD_": "131072"},
-    {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"},
-    {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},
-])
-def test_keep_freed_memory_defers_to_the_environment(environ):
-    assert keep_freed_memory(environ) is None
-
-
-def test_keep_freed_memory_tunes_glibc():
-    import platform
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        assert keep_freed_memory({}) is None
-    else:
-        assert "glibc keeps up to 256 MiB of freed memory" in keep_freed_memory({})
-
-
-def test_the_command_keeps_freed_memory(monkeypatch):
-    import advcli.cli as cli
-    calls = []
-    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True))
-    monkeypatch.setattr(cli.sys, "argv", ["advcli", "--version"])
-    with pytest.raises(SystemExit) as stopped:
-        cli.run()
-    assert stopped.value.code == 0 and calls == [True]
