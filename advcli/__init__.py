@@ -1,27 +1,46 @@
-"""advcli: train image classifiers robust to adversarial examples, attack them, measure them honestly."""
+"""advcli: train image classifiers robust to adversarial examples, attack them, measure them honestly.
 
-__version__ = "0.1.0"
+The public API: training (:func:`train`, :func:`robust_train`, :func:`resume_training`), attacks
+(:func:`fgsm`, :func:`bim`, :func:`pgd`, :func:`apgd`, :func:`square_attack`, :func:`auto`),
+evaluation (:func:`evaluate`, :func:`evaluate_model`, :func:`craft`), export (:func:`export_onnx`),
+data (:func:`load_dataset`) and runs (:func:`load_run`). Names are imported when first used, so
+``import advcli`` is quick and loads torch only once a name that needs it is touched.
+"""
 
-from .attacks import ATTACKS, AttackConfig, bim, fgsm, pgd, resolve_attack  # noqa: E402
-from .square import square_attack  # noqa: E402
-from .apgd import apgd  # noqa: E402
-from .autoattack import auto  # noqa: E402
-from .crafting import CraftConfig, craft  # noqa: E402
-from .data import Dataset, load_dataset  # noqa: E402
-from .errors import AdvcliError, AttackError, CheckpointError, DataError  # noqa: E402
-from .evaluation import EvalConfig, EvalReport, evaluate, evaluate_model  # noqa: E402
-from .backends import load_classifier  # noqa: E402
-from .export import check_parity, export_onnx  # noqa: E402
-from .models import MODELS, build_model  # noqa: E402
-from .runs import Run, find_latest_run, load_run  # noqa: E402
-from .training import TRAINING_METHODS, TrainConfig, resume_training, robust_train, train, train_model  # noqa: E402
+from ._compat import install_moved_module_aliases
+from ._lazy import lazy_exports
+from ._version import __version__
 
-__all__ = [
-    "ATTACKS", "AttackConfig", "bim", "fgsm", "pgd", "resolve_attack", "square_attack", "apgd", "auto",
-    "CraftConfig", "craft", "Dataset", "load_dataset",
-    "AdvcliError", "AttackError", "CheckpointError", "DataError",
-    "EvalConfig", "EvalReport", "evaluate", "evaluate_model", "load_classifier", "check_parity", "export_onnx",
-    "MODELS", "build_model",
-    "Run", "find_latest_run", "load_run",
-    "TRAINING_METHODS", "TrainConfig", "resume_training", "robust_train", "train", "train_model",
-]
+_EXPORTS = {
+    "AdvcliError": ".errors", "AttackError": ".errors", "CheckpointError": ".errors", "DataError": ".errors",
+    "ThreatModel": ".threat", "Registry": ".registry",
+    "ATTACKS": ".attacks", "AttackConfig": ".attacks", "resolve_attack": ".attacks", "fgsm": ".attacks",
+    "bim": ".attacks", "pgd": ".attacks", "apgd": ".attacks", "square_attack": ".attacks", "auto": ".attacks",
+    "Dataset": ".data", "load_dataset": ".data", "FORMATS": ".data",
+    "MODELS": ".models", "build_model": ".models",
+    "Run": ".io.runs", "find_latest_run": ".io.runs", "load_run": ".io.runs",
+    "load_classifier": ".runtime",
+    "EvalConfig": ".evaluation", "EvalReport": ".evaluation", "evaluate": ".evaluation",
+    "evaluate_model": ".evaluation", "CraftConfig": ".evaluation", "craft": ".evaluation",
+    "check_parity": ".export", "export_onnx": ".export",
+    "TrainConfig": ".training", "train": ".training", "robust_train": ".training", "train_model": ".training",
+    "resume_training": ".training",
+}
+
+_ALIASES = {"TRAINING_METHODS": ("METHODS", ".training")}
+
+_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _ALIASES:  # a public name kept for code written before the registries were unified
+        attribute, module = _ALIASES[name]
+        from importlib import import_module
+
+        return getattr(import_module(module, __name__), attribute)
+    return _lazy_getattr(name)
+
+
+install_moved_module_aliases()
+
+__all__ = ["__version__", *_EXPORTS, *_ALIASES]

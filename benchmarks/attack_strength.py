@@ -28,11 +28,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from advcli.attacks import predict, resolve_attack
-from advcli.data import load_dataset
-from advcli.evaluation import attack_samples, check_adversarial, clean_predictions, select_samples
-from advcli.provenance import package_versions
-from advcli.runs import load_run
+from advcli.attacks import resolve_attack
+from advcli.data import load_dataset, select_samples
+from advcli.evaluation import attack_samples, clean_predictions
+from advcli.io.provenance import package_versions
+from advcli.io.runs import load_run
+from advcli.runtime import Victim, predict
 
 # Ours (advcli attack name) and how to build the torchattacks counterpart with the same budget.
 PAIRS: dict[str, Callable[[Any, torch.nn.Module, float, int], Any]] = {
@@ -63,7 +64,7 @@ def theirs_robust(attack: Any, model: torch.nn.Module, x: torch.Tensor, y: torch
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         adv = attack(xb, yb).detach()
-        check_adversarial(xb, adv, config)
+        config.threat.check(xb, adv, name)
         robust.append((predict(model, xb) == yb) & (predict(model, adv) == yb))
     return torch.cat(robust)
 
@@ -71,12 +72,13 @@ def theirs_robust(attack: Any, model: torch.nn.Module, x: torch.Tensor, y: torch
 def ours_robust(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, name: str, eps: float, seed: int,
                 batch_size: int) -> torch.Tensor:
     """Robust samples under our attack, through the evaluation's own attack-and-re-check step."""
-    clean = clean_predictions(model, x, batch_size=batch_size, device=torch.device("cpu")) == y
+    victim = Victim.of(model, precision="fp32")
+    clean = clean_predictions(victim, x, batch_size=batch_size) == y
     robust = clean.clone()
     with torch.no_grad():
         num_classes = int(model(x[:1]).shape[1])
-    outcome = attack_samples(model, x[clean], y[clean], resolve_attack(name, eps=eps), num_classes=num_classes,
-                             batch_size=batch_size, device=torch.device("cpu"), seed=seed)
+    outcome = attack_samples(victim, x, y, resolve_attack(name, eps=eps), rows=clean.nonzero().squeeze(1),
+                             num_classes=num_classes, batch_size=batch_size, seed=seed)
     robust[clean] = outcome.fooled_by == -1
     return robust
 

@@ -18,7 +18,7 @@ nominal FLOP counts of the layers), the robust accuracy moved by bf16 against fp
 and samples (BIM-20 and PGD-20), and the peak memory of evaluating 10k and 60k images in a child
 process (flat = streamed). Contenders run interleaved, best of --rounds, so a busy machine slows
 them alike; in this process they all run with freed memory kept for reuse (see
-advcli.devices.keep_freed_memory; ``--glibc-default`` leaves the allocator alone), so that none
+advcli.runtime.keep_freed_memory; ``--glibc-default`` leaves the allocator alone), so that none
 depends on what ran before it. Every figure records the precision it ran in. Prints a table;
 ``--json`` writes JSON.
 
@@ -53,14 +53,22 @@ import torch.nn.functional as F
 from torch import nn
 
 import advcli
-from advcli.attacks import attack_mode, perturb, predict
+from advcli.attacks import perturb
 from advcli.data import Dataset
-from advcli.devices import keep_freed_memory
 from advcli.evaluation import evaluate_model
+from advcli.io.provenance import package_versions
+from advcli.io.runs import load_run
 from advcli.models import SeedCNN
-from advcli.precision import cpu_has_native_bf16, crafting_model, deciding_model, resolve_precision
-from advcli.provenance import package_versions
-from advcli.runs import load_run
+from advcli.runtime import (
+    attack_mode,
+    cpu_has_native_bf16,
+    crafting_model,
+    deciding_model,
+    keep_freed_memory,
+    predict,
+    resolve_precision,
+)
+from advcli.threat import ThreatModel
 from advcli.training import TrainConfig, save_training, train_model
 
 EPS, ALPHA, STEPS = 0.1, 0.01, 20
@@ -153,14 +161,14 @@ def advcli_kernel(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision:
         for start in range(0, len(x), 500):
             xb, yb = x[start:start + 500], y[start:start + 500]
             clean = predict(judge, xb) == yb
-            x_adv = perturb(crafter, xb, yb, eps=EPS, alpha=ALPHA, steps=STEPS, random_init=False)
+            x_adv = perturb(crafter, xb, yb, ThreatModel(EPS), alpha=ALPHA, iters=STEPS, init="zero")
             robust.append(clean & (predict(judge, x_adv) == yb))
     return torch.cat(robust)
 
 
 def advcli_train(dataset: Dataset, method: str, precision: str) -> None:
     """One epoch of advcli's training loop (no validation slice; the plain loop has none)."""
-    config = TrainConfig(data=dataset.spec, epochs=1, batch_size=100, method=method,
+    config = TrainConfig.of(data=dataset.spec, epochs=1, batch_size=100, method=method,
                          eps=EPS if method != "none" else 0.0, val_split=0.0, precision=precision, device="cpu")
     train_model(config, dataset=dataset)
 
@@ -437,13 +445,13 @@ def main() -> int:
             epochs, count = (1, 1000) if quick else (2, 10_000)
             print(f"training the robust model (FGSM-RS eps {EPS}, {epochs} epochs on {count} images) ...",
                   file=sys.stderr, flush=True)
-            trained = train_model(TrainConfig(data=spec, epochs=epochs, method="fgsm-rs", eps=EPS, val_split=0.0,
+            trained = train_model(TrainConfig.of(data=spec, epochs=epochs, method="fgsm-rs", eps=EPS, val_split=0.0,
                                               device="cpu"), dataset=subset(dataset, count, len(dataset.x_test)))
             robust_path = save_training(trained, Path(folder) / "robust")
             results["robust_model"] = (f"seed-cnn trained here: FGSM-RS eps {EPS}, {epochs} epochs on {count} "
                                        f"training images, precision {trained.config.precision}")
         robust = load_run(robust_path).model.eval()
-        standard = train_model(TrainConfig(data=spec, epochs=1, device="cpu"),
+        standard = train_model(TrainConfig.of(data=spec, epochs=1, device="cpu"),
                                dataset=subset(dataset, 1000 if quick else 5000, 1000)).model.eval()
 
         size = 512 if quick else 1024
@@ -571,9 +579,9 @@ def main() -> int:
 
 def inference(bench: Bench, model: nn.Module, run_path: Path, folder: Path, x: torch.Tensor,
               rounds: int) -> dict[str, Any]:
-    from advcli.export import export_onnx
-
     import onnxruntime as ort
+
+    from advcli.export import export_onnx
 
     exported = export_onnx(load_run(run_path), folder / "model.onnx", parity_samples=64)
     options = ort.SessionOptions()

@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 
 import advcli
+import advcli.training
 from advcli.data import Dataset
-from advcli.devices import resolve_device
-from advcli.provenance import package_versions
-from advcli.runs import default_run_name
+from advcli.io.provenance import package_versions
+from advcli.io.runs import default_run_name
+from advcli.runtime import resolve_device
 
 
 def subset_training_data(dataset: Dataset, count: int, seed: int) -> Dataset:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="seed-cnn", help="architecture (default: the reference network)")
     parser.add_argument("--pgd-alpha", type=float, help="PGD-50-10 step (default 2.5·eps/50)")
     parser.add_argument("--bim-alpha", type=float, default=0.01, help="BIM-20 step (the reference's 0.01)")
-    parser.add_argument("--methods", default=",".join(advcli.TRAINING_METHODS),
+    parser.add_argument("--methods", default=",".join(advcli.training.METHODS),
                         help="comma-separated methods (default: all)")
     parser.add_argument("--optimizer", default="sgd", help="sgd (the reference's) or adam")
     parser.add_argument("--lr", type=float, default=0.01)
@@ -67,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
     pgd_alpha = args.pgd_alpha or 2.5 * args.eps / 50
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-    unknown = [name for name in methods if name not in advcli.TRAINING_METHODS]
+    unknown = [name for name in methods if name not in advcli.training.METHODS]
     if unknown:
-        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(advcli.TRAINING_METHODS)}")
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(advcli.training.METHODS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset = advcli.load_dataset(args.data)
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for method in methods:
         print(f"[{method}] training {args.epochs} epochs on {dataset.spec} ({len(dataset.x_train)} samples) ...", flush=True)
         path, result = advcli.train(
-            data=args.data, model=args.model, method=method, eps=args.eps if method != "none" else 0.0, epochs=args.epochs,
+            data=args.data, arch=args.model, method=method, eps=args.eps if method != "none" else 0.0, epochs=args.epochs,
             optimizer=args.optimizer, lr=args.lr, lr_schedule=args.lr_schedule,
             seed=args.seed, device=args.device, precision=args.precision, dataset=dataset, out=args.runs_dir / f"{name}-{method}",
         )

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import advcli
-from advcli.runs import default_run_name
+from advcli.io.runs import default_run_name
 
 REFERENCE = {"standard_clean": 0.9864, "standard_bim": 0.0114, "robust_clean": 0.9966, "robust_bim": 0.7568}
 

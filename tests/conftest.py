@@ -38,7 +38,7 @@ def tiny_dataset(tiny_spec: str):
 def trained_run(tmp_path_factory, tiny_dataset, tiny_spec) -> Path:
     """A standard seed-cnn run trained briefly on the tiny data (good clean accuracy, not robust)."""
     runs = tmp_path_factory.mktemp("runs")
-    path, _ = train(TrainConfig(data=tiny_spec, epochs=10, device="cpu"), out=runs / "standard", dataset=tiny_dataset)
+    path, _ = train(TrainConfig.of(data=tiny_spec, epochs=10, device="cpu"), out=runs / "standard", dataset=tiny_dataset)
     return path
 
 

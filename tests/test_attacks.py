@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advcli.attacks import ATTACKS, AttackError, bim, fgsm, linf_step, perturb, pgd, predict, resolve_attack
-from advcli.precision import crafting_model
-from advcli.runs import load_run
+from advcli.attacks import ATTACKS, bim, fgsm, perturb, pgd, resolve_attack
+from advcli.errors import AttackError
+from advcli.io.runs import load_run
+from advcli.runtime import crafting_model, predict
+from advcli.threat import ThreatModel
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -28,7 +30,7 @@ def test_unclipped_attack_keeps_the_bound_but_may_leave_the_pixel_range(linear_m
     x = torch.full((8, 1, 8, 8), 0.98)
     with torch.no_grad():
         y = linear_model(x).argmax(1)
-    x_adv = bim(linear_model, x, y, eps=0.1, alpha=0.05, steps=5, clip=False)
+    x_adv = bim(linear_model, x, y, eps=0.1, alpha=0.05, iters=5, clip=False)
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
     assert x_adv.max() > 1.0
 
@@ -36,21 +38,21 @@ def test_unclipped_attack_keeps_the_bound_but_may_leave_the_pixel_range(linear_m
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_eps_zero_returns_the_inputs(name, linear_model, linear_batch):
     x, y = linear_batch
-    x_adv = ATTACKS[name](linear_model, x, y, eps=0.0)
+    x_adv = ATTACKS[name].run(linear_model, x, y, eps=0.0)
     assert torch.equal(x_adv, x)
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"eps": -0.1, "alpha": 0.01, "steps": 5},
-        {"eps": float("nan"), "alpha": 0.01, "steps": 5},
-        {"eps": 1.5, "alpha": 0.01, "steps": 5},
-        {"eps": 0.1, "alpha": 0.0, "steps": 5},
-        {"eps": 0.1, "alpha": -0.01, "steps": 5},
-        {"eps": 0.1, "alpha": 0.01, "steps": 0},
-        {"eps": 0.1, "alpha": 0.01, "steps": 5, "restarts": 0},
-        {"eps": 0.1, "alpha": 0.01, "steps": 5, "restarts": 2, "random_start": False},
+        {"eps": -0.1, "alpha": 0.01, "iters": 5},
+        {"eps": float("nan"), "alpha": 0.01, "iters": 5},
+        {"eps": 1.5, "alpha": 0.01, "iters": 5},
+        {"eps": 0.1, "alpha": 0.0, "iters": 5},
+        {"eps": 0.1, "alpha": -0.01, "iters": 5},
+        {"eps": 0.1, "alpha": 0.01, "iters": 0},
+        {"eps": 0.1, "alpha": 0.01, "iters": 5, "restarts": 0},
+        {"eps": 0.1, "alpha": 0.01, "iters": 5, "restarts": 2, "init": "zero"},
     ],
 )
 def test_invalid_arguments_raise(kwargs, linear_model, linear_batch):
@@ -61,7 +63,7 @@ def test_invalid_arguments_raise(kwargs, linear_model, linear_batch):
 
 def test_fgsm_rejects_several_steps(linear_model, linear_batch):
     with pytest.raises(AttackError):
-        fgsm(linear_model, *linear_batch, eps=0.1, steps=3)
+        fgsm(linear_model, *linear_batch, eps=0.1, iters=3)
     with pytest.raises(AttackError):
         resolve_attack("fgsm", eps=0.1, iters=20)
 
@@ -69,9 +71,9 @@ def test_fgsm_rejects_several_steps(linear_model, linear_batch):
 def test_inputs_outside_pixel_range_are_rejected(linear_model, linear_batch):
     x, y = linear_batch
     with pytest.raises(AttackError):
-        pgd(linear_model, x * 2, y, eps=0.1, alpha=0.01, steps=2)
+        pgd(linear_model, x * 2, y, eps=0.1, alpha=0.01, iters=2)
     with pytest.raises(AttackError):
-        pgd(linear_model, x, y[:-1], eps=0.1, alpha=0.01, steps=2)
+        pgd(linear_model, x, y[:-1], eps=0.1, alpha=0.01, iters=2)
 
 
 def test_resolve_attack_defaults_follow_the_reference_example():
@@ -97,14 +99,14 @@ def test_fgsm_is_one_signed_step_of_size_eps(linear_model, linear_batch):
 def test_linf_step_projects_onto_the_ball():
     x = torch.full((1, 1, 2, 2), 0.5)
     grad = torch.tensor([[[[1.0, -1.0], [0.0, 2.0]]]])
-    stepped = linf_step(x, x, grad, eps=0.05, alpha=0.2, clip=True)
+    stepped = ThreatModel(0.05, "linf", True).step(x, x, grad, 0.2)
     assert torch.allclose(stepped, torch.tensor([[[[0.55, 0.45], [0.5, 0.55]]]]))
 
 
 def test_attacks_leave_model_mode_and_parameters_untouched(linear_model, linear_batch):
     linear_model.train()
     before = [p.detach().clone() for p in linear_model.parameters()]
-    pgd(linear_model, *linear_batch, eps=0.1, alpha=0.02, steps=5)
+    pgd(linear_model, *linear_batch, eps=0.1, alpha=0.02, iters=5)
     assert linear_model.training
     assert all(p.requires_grad and p.grad is None for p in linear_model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, linear_model.parameters()))
@@ -117,7 +119,7 @@ def test_bim_breaks_a_standard_model(trained_run, tiny_dataset):
     clean = float((predict(run.model, x) == y).float().mean())
 
     def robust(eps):
-        adv = bim(run.model, x, y, eps=eps, alpha=0.01, steps=20)
+        adv = bim(run.model, x, y, eps=eps, alpha=0.01, iters=20)
         return float((predict(run.model, adv) == y).float().mean())
 
     assert clean >= 0.7, clean
@@ -133,33 +135,44 @@ def test_more_iterations_and_restarts_are_never_weaker(trained_run, tiny_dataset
         adv = pgd(run.model, x, y, eps=0.05, generator=torch.Generator().manual_seed(3), **kwargs)
         return int((predict(run.model, adv) == y).sum())
 
-    single = robust(alpha=0.0125, steps=10, restarts=1)
-    assert robust(alpha=0.0125, steps=10, restarts=3) <= single
-    assert robust(alpha=0.05, steps=1, restarts=1, random_start=False) >= robust(alpha=0.01, steps=20, random_start=False)
+    single = robust(alpha=0.0125, iters=10, restarts=1)
+    assert robust(alpha=0.0125, iters=10, restarts=3) <= single
+    assert robust(alpha=0.05, iters=1, restarts=1, init="zero") >= robust(alpha=0.01, iters=20, init="zero")
 
 
 def test_early_stop_keeps_the_first_adversarial_point(linear_model, linear_batch):
     x, y = linear_batch
-    adv = perturb(linear_model, x, y, eps=0.5, alpha=0.1, steps=30, random_init=False, early_stop=True)
+    adv = perturb(linear_model, x, y, ThreatModel(0.5), alpha=0.1, iters=30, init="zero", early_stop=True)
     fooled = predict(linear_model, adv) != y
     assert fooled.float().mean() > 0.9
     assert (adv - x).abs().amax(dim=(1, 2, 3))[fooled].min() < 0.5
 
 
 def test_chunked_gradients_and_predictions_equal_one_batch(monkeypatch, linear_model):
-    import advcli.attacks as attacks
+    import advcli.runtime.execution as execution
+    from advcli.attacks import input_gradient
 
     x = torch.rand(300, 1, 8, 8, generator=torch.Generator().manual_seed(4))
     y = predict(linear_model, x)
     target = (y + 1) % 4
-    chunked = [attacks.input_gradient(linear_model, x, y), attacks.input_gradient(linear_model, x, y, target=target),
+    chunked = [input_gradient(linear_model, x, y), input_gradient(linear_model, x, y, target=target),
                predict(linear_model, x), pgd(linear_model, x, y, eps=0.1, generator=torch.Generator().manual_seed(0))]
-    assert len(attacks.gradient_chunks(x)) == 3
-    monkeypatch.setattr(attacks, "CPU_GRADIENT_CHUNK", 1000)
-    assert len(attacks.gradient_chunks(x)) == 1
-    whole = [attacks.input_gradient(linear_model, x, y), attacks.input_gradient(linear_model, x, y, target=target),
+    assert len(execution.gradient_chunks(x)) == 3
+    monkeypatch.setattr(execution, "CPU_GRADIENT_CHUNK", 1000)
+    assert len(execution.gradient_chunks(x)) == 1
+    whole = [input_gradient(linear_model, x, y), input_gradient(linear_model, x, y, target=target),
              predict(linear_model, x), pgd(linear_model, x, y, eps=0.1, generator=torch.Generator().manual_seed(0))]
     for ours, theirs in zip(chunked[:2], whole[:2]):
         assert torch.allclose(ours[0], theirs[0], atol=1e-6) and torch.equal(ours[0].sign(), theirs[0].sign())
         assert torch.allclose(ours[1], theirs[1], atol=1e-6)
     assert torch.equal(chunked[2], whole[2]) and torch.equal(chunked[3], whole[3])
+
+
+def test_the_former_argument_names_still_work_with_a_warning(linear_model, linear_batch):
+    x, y = linear_batch
+    with pytest.warns(DeprecationWarning, match="iters"):
+        old = bim(linear_model, x, y, eps=0.1, alpha=0.02, steps=3)
+    with pytest.warns(DeprecationWarning, match="init"):
+        old_start = pgd(linear_model, x, y, eps=0.1, iters=3, random_start=False)
+    assert torch.equal(old, bim(linear_model, x, y, eps=0.1, alpha=0.02, iters=3))
+    assert torch.equal(old_start, pgd(linear_model, x, y, eps=0.1, iters=3, init="zero"))

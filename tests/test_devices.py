@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from advcli.devices import keep_freed_memory
+from advcli.runtime.memory import keep_freed_memory
 
 
 @pytest.mark.parametrize("environ", [
@@ -27,10 +27,13 @@ def test_keep_freed_memory_tunes_glibc():
 
 
 def test_the_command_keeps_freed_memory(monkeypatch):
-    import advcli.cli as cli
+    import sys
+
+    import advcli.cli.main as cli
+    import advcli.runtime.memory as memory
     calls = []
-    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True))
-    monkeypatch.setattr(cli.sys, "argv", ["advcli", "--version"])
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append(True))
+    monkeypatch.setattr(sys, "argv", ["advcli", "--version"])
     with pytest.raises(SystemExit) as stopped:
         cli.run()
     assert stopped.value.code == 0 and calls == [True]

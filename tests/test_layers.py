@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advcli.layers import FEW_CHANNELS_MAX_PATCH, FewChannelConv2d, _FewChannelConv2d
+from advcli.models.layers import FEW_CHANNELS_MAX_PATCH, FewChannelConv2d, _FewChannelConv2d
 
 GEOMETRIES = [  # in_channels, out_channels, kernel, stride, padding, height, width
     (1, 4, (3, 3), (1, 1), (1, 1), 6, 5),

@@ -16,13 +16,14 @@ import torch
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from advcli.backends import CUDA_PROVIDER, create_session, detect_backend, load_onnx_classifier
 from advcli.cli import app
-from advcli.devices import auto_fallback_note, resolve_device
 from advcli.errors import AdvcliError
 from advcli.evaluation import evaluate
 from advcli.export import ParityError, check_parity, export_onnx, parity_file_of
-from advcli.runs import load_run
+from advcli.io.runs import load_run
+from advcli.runtime.backends.onnxruntime import CUDA_PROVIDER, create_session, load_onnx_classifier
+from advcli.runtime.device import auto_fallback_note, resolve_device
+from advcli.runtime.loading import detect_backend
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -10,16 +10,16 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-import advcli.precision as precision_module
-from advcli.attacks import attack_mode, bim, input_gradient, judged_scores, perturb, predict
+import advcli.runtime.precision as precision_module
+from advcli.attacks import bim, input_gradient, judged_scores, perturb
 from advcli.cli import app
+from advcli.cli.options import PrecisionChoice
 from advcli.errors import AdvcliError
 from advcli.evaluation import evaluate_model
-from advcli.precision import (
-    PRECISION_CHOICES, Autocast, PrecisionChoice, crafting_model, deciding_model, resolve_precision,
-)
-from advcli.runs import load_run
-from advcli.training import TRAINING_METHODS, TrainConfig, train_model
+from advcli.io.runs import load_run
+from advcli.runtime import PRECISIONS, Autocast, attack_mode, crafting_model, deciding_model, predict, resolve_precision
+from advcli.threat import ThreatModel
+from advcli.training import METHODS, TrainConfig, train_model
 
 CPU = torch.device("cpu")
 
@@ -35,8 +35,8 @@ def invoke(*args):
 
 
 def test_choices_are_the_registry_plus_auto():
-    assert PRECISION_CHOICES == ("auto", "fp32", "bf16", "fp16")
-    assert [choice.value for choice in PrecisionChoice] == list(PRECISION_CHOICES)
+    assert PRECISIONS.names() == ("auto", "fp32", "bf16", "fp16")
+    assert [choice.value for choice in PrecisionChoice] == list(PRECISIONS.names())
 
 
 @pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
@@ -62,12 +62,12 @@ def test_impossible_choices_are_refused_with_one_line():
     with pytest.raises(AdvcliError, match="not supported for training"):
         resolve_precision("fp16", torch.device("cuda"), training=True)
     for bad in ("fp64", "BF16", "", "half"):
-        with pytest.raises(AdvcliError, match="precision must be one of"):
+        with pytest.raises(AdvcliError, match="precision.*one of"):
             resolve_precision(bad, CPU)
     with pytest.raises(AdvcliError, match="fp16 is not supported for training"):
-        TrainConfig(precision="fp16").validate()
-    with pytest.raises(AdvcliError, match="precision must be one of"):
-        TrainConfig(precision="double").validate()
+        TrainConfig.of(precision="fp16").validate()
+    with pytest.raises(AdvcliError, match="precision.*one of"):
+        TrainConfig.of(precision="double").validate()
 
 
 # The wrapper --------------------------------------------------------------------------------
@@ -149,12 +149,12 @@ def test_early_stopping_waits_for_the_float32_judge(linear_model, linear_batch):
     claims = judged_scores(agreeing, x, agreeing(x), y, None, torch.zeros(len(x), dtype=torch.long))
     assert (claims == 2).any()
     assert (judged_scores(disputed, x, disputed(x), y, None, torch.zeros(len(x), dtype=torch.long)) == 0).all()
-    options = dict(eps=0.3, alpha=0.05, steps=8, random_init=False)
+    options = dict(alpha=0.05, iters=8, init="zero")
     with attack_mode(disputed):
-        waited = perturb(disputed, x, y, early_stop=True, **options)
-        full = perturb(disputed, x, y, early_stop=False, **options)
+        waited = perturb(disputed, x, y, ThreatModel(0.3), early_stop=True, **options)
+        full = perturb(disputed, x, y, ThreatModel(0.3), early_stop=False, **options)
     with attack_mode(agreeing):
-        stopped = perturb(agreeing, x, y, early_stop=True, **options)
+        stopped = perturb(agreeing, x, y, ThreatModel(0.3), early_stop=True, **options)
     assert torch.equal(waited, full)
     assert not torch.equal(stopped, full)
 
@@ -220,7 +220,7 @@ def test_bf16_evaluation_agrees_with_fp32():
 
 def _dtype_recorder(monkeypatch) -> list[torch.dtype]:
     """Record the dtype of every convolution output while the model built for training runs."""
-    import advcli.training as training
+    import advcli.training.loop as training
 
     seen: list[torch.dtype] = []
     build = training.build_model
@@ -236,10 +236,10 @@ def _dtype_recorder(monkeypatch) -> list[torch.dtype]:
     return seen
 
 
-@pytest.mark.parametrize("method", sorted(TRAINING_METHODS))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_each_method_trains_in_bf16(method, tiny_dataset, tiny_spec, monkeypatch):
     seen = _dtype_recorder(monkeypatch)
-    config = TrainConfig(data=tiny_spec, device="cpu", epochs=1, batch_size=200, method=method,
+    config = TrainConfig.of(data=tiny_spec, device="cpu", epochs=1, batch_size=200, method=method,
                          eps=0.0 if method == "none" else 0.1, iters=2 if method in ("pgd", "trades") else None,
                          val_iters=2, precision="bf16")
     result = train_model(config, dataset=tiny_dataset)
@@ -252,7 +252,7 @@ def test_each_method_trains_in_bf16(method, tiny_dataset, tiny_spec, monkeypatch
 
 def test_fp32_training_never_autocasts(tiny_dataset, tiny_spec, monkeypatch):
     seen = _dtype_recorder(monkeypatch)
-    config = TrainConfig(data=tiny_spec, device="cpu", epochs=1, batch_size=200, method="fgsm-rs", eps=0.1,
+    config = TrainConfig.of(data=tiny_spec, device="cpu", epochs=1, batch_size=200, method="fgsm-rs", eps=0.1,
                          val_iters=2, precision="fp32")
     result = train_model(config, dataset=tiny_dataset)
     assert seen and set(seen) == {torch.float32} and result.metrics["precision"] == "fp32"

@@ -10,9 +10,11 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from advcli.attacks import AttackError, predict, resolve_attack
+from advcli.attacks import resolve_attack
 from advcli.cli import app
-from advcli.evaluation import check_adversarial, evaluate_model, parse_eps
+from advcli.errors import AttackError
+from advcli.evaluation import evaluate_model, parse_eps
+from advcli.runtime import predict
 
 runner = CliRunner()
 
@@ -133,9 +135,9 @@ def test_l2_report_checks_the_l2_bound(linear_model, linear_batch):
     assert all(0 < result.max_perturbation <= 0.5 + 1e-4 for result in report.attacks)
     config = resolve_attack("pgd", eps=0.5, norm="l2")
     inside = x + 0.5 / 8 * torch.ones_like(x).clamp(max=1 - x)  # L2 norm at most 0.5
-    assert check_adversarial(x, inside.clamp(0, 1), config) <= 0.5
+    assert config.threat.check(x, inside.clamp(0, 1), config.name) <= 0.5
     with pytest.raises(AttackError, match="eps-ball"):
-        check_adversarial(x * 0.5, x * 0.5 + 0.1, config)  # L-inf 0.1 but L2 0.8
+        config.threat.check(x * 0.5, x * 0.5 + 0.1, config.name)  # L-inf 0.1 but L2 0.8
 
 
 def test_recheck_disagreement_fails_loudly(linear_model, linear_batch):
@@ -282,14 +284,16 @@ def test_eval_bad_new_options_exit_2_with_one_line(trained_run, tmp_path, args, 
 @pytest.mark.parametrize("name", ["pgd", "auto"])
 def test_attacking_rows_in_place_equals_attacking_their_copy(name, linear_model):
     from advcli.evaluation import attack_samples
+    from advcli.runtime import Victim
 
     x = torch.rand(70, 1, 8, 8, generator=torch.Generator().manual_seed(6))
     y = predict(linear_model, x)
     rows = torch.arange(3, 70, 2)
     attack = resolve_attack(name, eps=0.1, iters=5, queries=30)
-    options = dict(num_classes=4, batch_size=16, device=torch.device("cpu"), seed=3)
-    gathered = attack_samples(linear_model, x, y, attack, rows=rows, **options)
-    copied = attack_samples(linear_model, x[rows], y[rows], attack, **options)
+    options = dict(num_classes=4, batch_size=16, seed=3)
+    victim = Victim.of(linear_model, precision="fp32")
+    gathered = attack_samples(victim, x, y, attack, rows=rows, **options)
+    copied = attack_samples(victim, x[rows], y[rows], attack, rows=torch.arange(len(rows)), **options)
     assert len(gathered.fooled_by) == len(rows)
     for field in ("fooled_by", "predictions", "targets"):
         assert torch.equal(getattr(gathered, field), getattr(copied, field))

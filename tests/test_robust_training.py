@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,13 +17,20 @@ import torch.nn.functional as F
 
 from advcli.data import Dataset, load_dataset
 from advcli.errors import AdvcliError, CheckpointError
-from advcli.guard import CollapseGuard, ValidationResult, split_validation
-from advcli.runs import load_run
+from advcli.io.runs import load_run
 from advcli.training import (
-    LR_SCHEDULES, NFGSM_NOISE, TRAINING_METHODS, TrainConfig, resume_training, robust_validation,
-    save_training, train_model,
+    LR_SCHEDULES,
+    METHODS,
+    CollapseGuard,
+    TrainConfig,
+    ValidationResult,
+    resume_training,
+    robust_validation,
+    save_training,
+    split_validation,
+    train_model,
 )
-
+from advcli.training.methods.n_fgsm import NFGSM_NOISE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +51,7 @@ def small(small_spec) -> Dataset:
 
 def _config(spec: str, **overrides) -> TrainConfig:
     base = dict(data=spec, device="cpu", epochs=2, batch_size=50, method="fgsm-rs", eps=0.1, val_iters=3)
-    return TrainConfig(**{**base, **overrides})
+    return TrainConfig.of(**{**base, **overrides})
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
@@ -94,12 +100,13 @@ BOUNDS = [("fgsm-rs", 1.0), ("pgd", 1.0), ("trades", 1.0), ("free", 1.0), ("n-fg
 def test_each_method_trains_on_inputs_within_its_bound(method, bound, linear_model, linear_batch):
     x, y = linear_batch
     model = Recorder(linear_model).train()
-    config = TrainConfig(method=method, eps=0.1, batch_size=len(x), iters=3 if TRAINING_METHODS[method].multi_step else None)
+    config = TrainConfig.of(method=method, eps=0.1, batch_size=len(x),
+                            iters=3 if METHODS[method].multi_step else None).step_settings(0, 0)
     carry: dict[str, torch.Tensor] = {}
     generator = torch.Generator().manual_seed(0)
     largest = 0.0
     for _ in range(3):  # several updates, so free's carried perturbation moves
-        loss, logits = TRAINING_METHODS[method].step(model, x, y, config, generator, carry)
+        loss, logits = METHODS[method].step(model, x, y, config, generator, carry)
         loss.backward()
         x_train = model.inputs[-1]
         assert 0 <= x_train.min() and x_train.max() <= 1
@@ -114,18 +121,18 @@ def test_each_method_trains_on_inputs_within_its_bound(method, bound, linear_mod
 def test_n_fgsm_without_clipping_leaves_the_pixel_range(linear_model, linear_batch):
     x, y = linear_batch
     model = Recorder(linear_model).train()
-    config = TrainConfig(method="n-fgsm", eps=0.1, clip=False)
-    TRAINING_METHODS["n-fgsm"].step(model, x, y, config, torch.Generator().manual_seed(0), {})
+    config = TrainConfig.of(method="n-fgsm", eps=0.1, clip=False).step_settings(0, 0)
+    METHODS["n-fgsm"].step(model, x, y, config, torch.Generator().manual_seed(0), {})
     assert model.inputs[-1].min() < 0 or model.inputs[-1].max() > 1
 
 
 def test_free_carries_its_perturbation_between_updates(linear_model, linear_batch):
     x, y = linear_batch
-    config = TrainConfig(method="free", eps=0.1, batch_size=len(x))
+    config = TrainConfig.of(method="free", eps=0.1, batch_size=len(x)).step_settings(0, 0)
     carry: dict[str, torch.Tensor] = {}
     seen = []
     for _ in range(3):
-        loss, _ = TRAINING_METHODS["free"].step(linear_model, x, y, config, torch.Generator(), carry)
+        loss, _ = METHODS["free"].step(linear_model, x, y, config, torch.Generator(), carry)
         loss.backward()
         seen.append(carry["delta"].detach().clone())
     assert torch.count_nonzero(seen[0]) == 0  # starts at zero (Shafahi et al.)
@@ -134,16 +141,16 @@ def test_free_carries_its_perturbation_between_updates(linear_model, linear_batc
 
 
 def test_method_defaults_and_free_epoch_division():
-    assert TrainConfig(method="pgd", eps=0.3).resolved().iters == 10
-    assert TrainConfig(method="pgd", eps=0.3).step_size == pytest.approx(0.075)
-    assert TrainConfig(method="trades", eps=0.3, iters=5).step_size == pytest.approx(0.15)
-    assert TrainConfig(method="n-fgsm", eps=0.3).step_size == pytest.approx(0.3)
-    assert TrainConfig(method="fgsm-rs", eps=0.3).resolved().init == "random"
-    free = TrainConfig(method="free", eps=0.3, epochs=5)
+    assert TrainConfig.of(method="pgd", eps=0.3).resolved().adversary.iters == 10
+    assert TrainConfig.of(method="pgd", eps=0.3).step_size == pytest.approx(0.075)
+    assert TrainConfig.of(method="trades", eps=0.3, iters=5).step_size == pytest.approx(0.15)
+    assert TrainConfig.of(method="n-fgsm", eps=0.3).step_size == pytest.approx(0.3)
+    assert TrainConfig.of(method="fgsm-rs", eps=0.3).resolved().adversary.init == "random"
+    free = TrainConfig.of(method="free", eps=0.3, epochs=5)
     assert free.batch_replays == 4 and free.passes == 2
-    assert replace(free, replays=5).passes == 1
-    assert TrainConfig(method="fgsm-rs", eps=0.1).resolved().val_split == 0.1
-    assert TrainConfig().resolved().val_split == 0.0
+    assert free.with_flat(replays=5).passes == 1
+    assert TrainConfig.of(method="fgsm-rs", eps=0.1).resolved().guard.val_split == 0.1
+    assert TrainConfig.of().resolved().guard.val_split == 0.0
 
 
 @pytest.mark.parametrize(
@@ -157,7 +164,7 @@ def test_method_defaults_and_free_epoch_division():
 )
 def test_invalid_robust_settings_are_rejected(overrides):
     with pytest.raises(AdvcliError):
-        TrainConfig(**{"method": "pgd", "eps": 0.1, **overrides}).validate()
+        TrainConfig.of(**{"method": "pgd", "eps": 0.1, **overrides}).validate()
 
 
 # Schedules ----------------------------------------------------------------------------------
@@ -297,7 +304,7 @@ def test_training_stuck_at_chance_is_flagged_once_and_recorded(small, small_spec
     result = train_model(_config(small_spec, epochs=3), dataset=small, validator=at_chance_from_the_start,
                          on_progress=lambda p: p.warning and warnings.append((p.epoch, p.warning)))
     assert [epoch for epoch, _ in warnings] == [2]  # never after one epoch alone, and only once
-    assert "chance level" in warnings[0][1] and "--eps-ramp" in warnings[0][1]
+    assert "chance level" in warnings[0][1] and "`eps_ramp`" in warnings[0][1]
     assert result.metrics["at_chance_epoch"] == 2
     meta = json.loads((save_training(result, tmp_path / "stuck") / "model.json").read_text())
     assert meta["metrics"]["at_chance_epoch"] == 2
@@ -325,7 +332,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(case, small, small
     config = _config(small_spec, **RESUME_CASES[case])
     straight = train_model(config, dataset=small)
     trained_on = len(small.x_train) - (straight.guard["validation"]["samples"] if straight.guard else 0)
-    per_epoch = math.ceil(trained_on / config.batch_size)
+    per_epoch = math.ceil(trained_on / config.optimization.batch_size)
     assert straight.metrics["iterations"] == config.passes * per_epoch * config.batch_replays  # free: m updates per batch
     # Interrupt mid-epoch (an epoch has 11 or 12 iterations here), then continue from the run folder.
     stopped = train_model(config, dataset=small, should_stop=_stop_after(7))
@@ -401,7 +408,7 @@ def _invoke(*args):
 
 
 def test_robust_train_options_map_onto_the_config(small_spec, tmp_path, monkeypatch):
-    import advcli.cli
+    import advcli.training.api
 
     captured = []
 
@@ -409,7 +416,7 @@ def test_robust_train_options_map_onto_the_config(small_spec, tmp_path, monkeypa
         captured.append(config)
         raise AdvcliError("captured")
 
-    monkeypatch.setattr(advcli.cli, "train", fake_train)
+    monkeypatch.setattr(advcli.training.api, "train", fake_train)
     result = _invoke(
         "robust-train", "--data", small_spec, "--method", "trades", "--eps", 0.3, "--alpha", 0.05, "--iters", 7,
         "--no-clip", "--beta", 3.0, "--replays", 2, "--optimizer", "adam", "--lr-schedule", "cyclic",
@@ -418,26 +425,26 @@ def test_robust_train_options_map_onto_the_config(small_spec, tmp_path, monkeypa
         "--seed", 9, "--device", "cpu", "--out", tmp_path / "never",
     )
     assert result.exit_code == 2 and "captured" in result.stderr
-    assert captured == [TrainConfig(
-        data=small_spec, model="seed-cnn", epochs=4, batch_size=64, lr=0.002, momentum=0.5, seed=9, device="cpu",
+    assert captured == [TrainConfig.of(
+        data=small_spec, arch="seed-cnn", epochs=4, batch_size=64, lr=0.002, momentum=0.5, seed=9, device="cpu",
         method="trades", eps=0.3, alpha=0.05, init=None, iters=7, clip=False, beta=3.0, replays=2,
         optimizer="adam", lr_schedule="cyclic", eps_ramp=2, val_split=0.25, val_every=50, val_iters=5,
         collapse_drop=0.3, on_collapse="rollback",
     )]
     captured.clear()
     assert _invoke("robust-train", "--data", small_spec, "--out", tmp_path / "never").exit_code == 2
-    assert captured == [TrainConfig(data=small_spec, method="fgsm-rs", eps=0.1)]
+    assert captured == [TrainConfig.of(data=small_spec, method="fgsm-rs", eps=0.1)]
     captured.clear()
     assert _invoke("train", "--data", small_spec, "--optimizer", "adam", "--lr-schedule", "multistep").exit_code == 2
-    assert captured == [TrainConfig(data=small_spec, optimizer="adam", lr_schedule="multistep")]
+    assert captured == [TrainConfig.of(data=small_spec, optimizer="adam", lr_schedule="multistep")]
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (("--val-split", 1.5), "validation split"),
-        (("--collapse-drop", 0), "collapse drop"),
-        (("--eps-ramp", 40), "eps ramp"),
+        (("--collapse-drop", 0), "--collapse-drop"),
+        (("--eps-ramp", 40), "--eps-ramp"),
         (("--method", "n-fgsm", "--iters", 3), "single attack step"),
         (("--method", "trades", "--init", "zero"), "--init"),
         (("--replays", 0), "replays"),

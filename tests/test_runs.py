@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pytest
 import torch
 
 from advcli.errors import CheckpointError
-from advcli.runs import find_latest_run, load_run, save_run
+from advcli.io.runs import find_latest_run, load_run, save_run
 
 
 def test_round_trip_restores_the_same_model(trained_run, tiny_dataset):
@@ -53,7 +52,7 @@ def test_truncated_weights_with_matching_checksum_are_reported(run_copy):
     weights = run_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     meta = json.loads((run_copy / "model.json").read_text())
-    from advcli.provenance import file_sha256
+    from advcli.io.provenance import file_sha256
 
     meta["weights"]["sha256"] = file_sha256(weights)
     (run_copy / "model.json").write_text(json.dumps(meta))

@@ -9,14 +9,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from advcli.attacks import predict
-from advcli.attacks import ATTACK_KINDS, resolve_attack
-from advcli.autoattack import auto_members
+from advcli.attacks import ATTACKS, auto_members, resolve_attack
+from advcli.attacks.methods._square import l2_square_side, meta_pseudo_gaussian, square_attack
 from advcli.cli import app
 from advcli.errors import AttackError
 from advcli.evaluation import evaluate, evaluate_model
-from advcli.runs import load_run
-from advcli.square import l2_square_side, meta_pseudo_gaussian, square_attack, torch_logits
+from advcli.io.runs import load_run
+from advcli.runtime import predict, torch_logits
 
 
 class CountingLogits:
@@ -110,7 +109,7 @@ def test_resolve_square_validates_eagerly():
             resolve_attack("square", **kwargs)
     with pytest.raises(AttackError):
         resolve_attack("nope")
-    assert {name for name, kind in ATTACK_KINDS.items() if kind == "black-box"} == {"square"}
+    assert {name for name, spec in ATTACKS.items() if spec.kind == "black-box"} == {"square"}
 
 
 def test_torch_models_keep_their_mode_and_parameters(linear_model, linear_batch):

@@ -6,11 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-from advcli.apgd import dlr_loss
 from advcli.attacks import (
-    ATTACKS, AttackError, choose_targets, l2_step, parse_target, pgd, predict, random_start, resolve_attack,
+    ATTACKS,
+    auto_members,
+    choose_targets,
+    dlr_loss,
+    parse_target,
+    pgd,
+    resolve_attack,
+    run_sequence,
 )
-from advcli.autoattack import auto_members, run_sequence
+from advcli.errors import AttackError
+from advcli.runtime import predict
+from advcli.threat import ThreatModel
 
 L2_EPS = 0.5
 
@@ -66,16 +74,16 @@ def test_every_attack_keeps_its_bound_and_range(name, norm, eps, clip, linear_mo
 def test_l2_step_moves_alpha_along_the_gradient_and_projects():
     x = torch.full((1, 1, 2, 2), 0.5)
     grad = torch.tensor([[[[3.0, 4.0], [0.0, 0.0]]]])
-    stepped = l2_step(x, x, grad, eps=1.0, alpha=0.1, clip=True)
+    stepped = ThreatModel(1.0, "l2", True).step(x, x, grad, 0.1)
     assert torch.allclose(stepped - x, torch.tensor([[[[0.06, 0.08], [0.0, 0.0]]]]), atol=1e-6)
-    projected = l2_step(x, x, grad, eps=0.05, alpha=0.1, clip=False)
+    projected = ThreatModel(0.05, "l2", False).step(x, x, grad, 0.1)
     assert torch.allclose((projected - x).norm(), torch.tensor(0.05), atol=1e-6)
-    assert torch.equal(l2_step(x, x, torch.zeros_like(grad), eps=1.0, alpha=0.1, clip=True), x)
+    assert torch.equal(ThreatModel(1.0, "l2", True).step(x, x, torch.zeros_like(grad), 0.1), x)
 
 
 def test_l2_random_start_lies_inside_the_ball():
     x = torch.full((200, 1, 4, 4), 0.5)
-    start = random_start(x, 0.3, clip=False, generator=torch.Generator().manual_seed(0), norm="l2")
+    start = ThreatModel(0.3, "l2", False).random_point(x, torch.Generator().manual_seed(0))
     radii = (start - x).flatten(1).norm(dim=1)
     assert radii.max() <= 0.3 + 1e-6 and radii.min() > 0
     assert radii.std() > 0  # inside the ball, not only on its surface
@@ -154,7 +162,7 @@ def test_apgd_dlr_needs_enough_classes():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
     x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
     with pytest.raises(AttackError, match="3 classes"):
-        ATTACKS["apgd-dlr"](model, x, y, eps=0.1)
+        ATTACKS["apgd-dlr"].run(model, x, y, eps=0.1)
     assert [m.name for m in auto_members(resolve_attack("auto", eps=0.1), 2)] == ["apgd-ce", "apgd-ce", "square"]
 
 
@@ -173,7 +181,7 @@ def test_auto_is_never_weaker_than_any_of_its_members(mlp_batch):
         assert int(auto_robust.sum()) <= int(alone.sum()), member
     first_alone = predict(model, members[0].run(model, x, y, generator=torch.Generator().manual_seed(5))) == y
     assert not bool((auto_robust & ~first_alone).any())  # the first member sees the same samples and seed
-    via_registry = ATTACKS["auto"](model, x, y, eps=0.04, steps=10, queries=40,
+    via_registry = ATTACKS["auto"].run(model, x, y, eps=0.04, iters=10, queries=40,
                                    generator=torch.Generator().manual_seed(5))
     assert torch.equal(predict(model, via_registry) == y, auto_robust)
 
@@ -241,11 +249,11 @@ def test_apgd_follows_the_reference_step_for_step(loss, norm, eps, mlp_batch):
     """Same start, same model: ours fools exactly the samples the reference fools and reaches, on
     the others, the same highest loss (up to float rounding), so its step-size schedule is the
     reference's."""
-    from advcli.apgd import LOSSES, apgd
+    from advcli.attacks.methods._apgd import LOSSES, apgd
 
     model, x, y = mlp_batch
     steps = 20
-    ours = apgd(model, x, y, eps=eps, loss=loss, steps=steps, norm=norm, generator=torch.Generator().manual_seed(3))
+    ours = apgd(model, x, y, eps=eps, loss=loss, iters=steps, norm=norm, generator=torch.Generator().manual_seed(3))
     generator = torch.Generator().manual_seed(3)
     if norm == "linf":
         noise = 2 * torch.rand(x.shape, generator=generator) - 1

@@ -10,6 +10,7 @@ import torch
 from advcli.attacks import perturb
 from advcli.errors import AdvcliError
 from advcli.models import MODELS, build_model
+from advcli.threat import ThreatModel
 from advcli.training import TrainConfig, train, train_model
 
 
@@ -18,17 +19,17 @@ def _weights(model):
 
 
 def test_training_is_deterministic_for_a_seed(tiny_dataset, tiny_spec):
-    config = TrainConfig(data=tiny_spec, epochs=1, device="cpu", method="fgsm-rs", eps=0.1)
+    config = TrainConfig.of(data=tiny_spec, epochs=1, device="cpu", method="fgsm-rs", eps=0.1)
     first = _weights(train_model(config, dataset=tiny_dataset).model)
     second = _weights(train_model(config, dataset=tiny_dataset).model)
     assert all(torch.equal(first[k], second[k]) for k in first)
-    config.seed = 1
+    config = config.with_flat(seed=1)
     third = _weights(train_model(config, dataset=tiny_dataset).model)
     assert not all(torch.equal(first[k], third[k]) for k in first)
 
 
 def test_history_records_every_iteration(tiny_dataset, tiny_spec):
-    result = train_model(TrainConfig(data=tiny_spec, epochs=2, batch_size=100, device="cpu"), dataset=tiny_dataset)
+    result = train_model(TrainConfig.of(data=tiny_spec, epochs=2, batch_size=100, device="cpu"), dataset=tiny_dataset)
     assert [row["iteration"] for row in result.history] == list(range(1, 13))
     assert {row["epoch"] for row in result.history} == {1, 2}
     assert result.metrics["epochs_completed"] == 2 and not result.interrupted
@@ -42,7 +43,7 @@ def test_should_stop_ends_after_the_current_iteration(tiny_dataset, tiny_spec, t
         calls.append(1)
         return len(calls) >= 3
 
-    path, result = train(TrainConfig(data=tiny_spec, epochs=5, device="cpu"), out=tmp_path / "stopped",
+    path, result = train(TrainConfig.of(data=tiny_spec, epochs=5, device="cpu"), out=tmp_path / "stopped",
                          dataset=tiny_dataset, should_stop=stop_after_three)
     assert result.interrupted and result.metrics["iterations"] == 3
     assert (path / "model.safetensors").is_file()
@@ -59,19 +60,19 @@ def test_should_stop_ends_after_the_current_iteration(tiny_dataset, tiny_spec, t
 )
 def test_invalid_training_config_is_rejected(overrides):
     with pytest.raises(AdvcliError):
-        TrainConfig(**overrides).validate()
+        TrainConfig.of(**overrides).validate()
 
 
 def test_fgsm_rs_default_step_is_one_and_a_quarter_eps():
-    assert TrainConfig(method="fgsm-rs", eps=0.1).step_size == pytest.approx(0.125)
-    assert TrainConfig(method="fgsm-rs", eps=0.1, alpha=0.05).step_size == 0.05
+    assert TrainConfig.of(method="fgsm-rs", eps=0.1).step_size == pytest.approx(0.125)
+    assert TrainConfig.of(method="fgsm-rs", eps=0.1, alpha=0.05).step_size == 0.05
 
 
-@pytest.mark.parametrize("random_init", [True, False])
-def test_training_perturbation_respects_its_bounds(random_init, linear_model, linear_batch):
+@pytest.mark.parametrize("init", ["random", "zero"])
+def test_training_perturbation_respects_its_bounds(init, linear_model, linear_batch):
     x, y = linear_batch
     linear_model.train()
-    x_adv = perturb(linear_model, x, y, eps=0.1, alpha=0.125, steps=1, random_init=random_init,
+    x_adv = perturb(linear_model, x, y, ThreatModel(0.1, "linf", True), alpha=0.125, iters=1, init=init,
                     generator=torch.Generator().manual_seed(0))
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
     assert 0 <= x_adv.min() and x_adv.max() <= 1

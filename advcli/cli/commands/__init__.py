@@ -1,0 +1,1 @@
+"""One module per command (``train`` holds ``train`` and ``robust-train``); each has ``register(app)``."""

@@ -1,0 +1,88 @@
+"""``advcli attack``: adversarial examples for a split, saved with a picture of the predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..failures import handles_errors
+from ..options import (
+    AttackName,
+    DeviceChoice,
+    DeviceOpt,
+    EvalDataOpt,
+    JsonOpt,
+    ModelRunOpt,
+    NormName,
+    PrecisionChoice,
+    PrecisionOpt,
+    QueriesOpt,
+    RunsDirOpt,
+    SeedOpt,
+)
+from ..render import err, precision_note, print_json, progress_bars, say_notes, stage_progress
+
+
+def announce_run(model: Optional[str], runs_dir: Path) -> None:
+    from ...io.runs import resolve_run_path
+
+    if model is None:
+        path, _ = resolve_run_path(None, runs_dir)
+        err.print(f"using the newest run: [bold]{path}[/]", highlight=False)
+
+
+def attack_command(
+    attack: AttackName = typer.Option(AttackName("bim"), "--attack", help="Attack to run."),
+    eps: str = typer.Option("0.1", "--eps", help="Radius in the --norm (a number or a fraction such as 8/255)."),
+    norm: NormName = typer.Option(NormName("linf"), "--norm", help="Threat model: linf or l2."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01)."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Iterations (default per attack; BIM 20)."),
+    restarts: int = typer.Option(1, "--restarts", help="Random restarts (need --init random)."),
+    init: Optional[str] = typer.Option(None, "--init", help="zero or random start (default per attack)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Targeted attack towards a class index, random, least-likely or top-N; the targets are saved too."),
+    clip: bool = typer.Option(True, "--clip/--no-clip", help="Clip adversarial images to [0, 1] (--no-clip: the reference's unclipped threat model)."),
+    model: Optional[str] = ModelRunOpt,
+    data: Optional[str] = EvalDataOpt,
+    split: str = typer.Option("test", "--split", help="train or test."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Attack a seeded random subset of this size."),
+    seed: int = SeedOpt,
+    batch_size: int = typer.Option(500, "--batch-size", min=1),
+    device: DeviceChoice = DeviceOpt,
+    precision: PrecisionChoice = PrecisionOpt,
+    queries: Optional[int] = QueriesOpt,
+    out_file: Optional[str] = typer.Option(None, "--out", help="Output .npz (default: <run>/attacks/<attack>[-l2]-eps<eps>[-to-<target>]-<split>.npz)."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="PNG grid of 16 adversarial images with predictions (default: beside --out)."),
+    runs_dir: Path = RunsDirOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Craft adversarial examples and save them with a picture of the model's predictions."""
+    from ...evaluation.config import parse_eps
+    from ...evaluation.crafting import CraftConfig, craft
+    from ...runtime.device import auto_fallback_note
+
+    config = CraftConfig.from_flat(dict(
+        model=model, data=data, split=split, attack=attack.value, eps=parse_eps(eps), alpha=alpha, iters=iters,
+        restarts=restarts, init=init, clip=clip, samples=samples, seed=seed, batch_size=batch_size,
+        device=device.value, precision=precision.value, queries=queries, norm=norm.value, target=target,
+        out=out_file, grid=grid))
+    config.validate()
+    announce_run(model, runs_dir)
+    say_notes([auto_fallback_note(config.runtime.device)])
+    with progress_bars() as progress:
+        result = craft(config, runs_dir=runs_dir, on_progress=stage_progress(progress))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    err.print(f"saved {result.samples} adversarial examples to [bold]{result.path}[/] and a grid to [bold]{result.grid}[/]", highlight=False)
+    err.print(f"accuracy: clean {result.clean_accuracy:.4f}, adversarial {result.adversarial_accuracy:.4f} "
+              f"({precision_note(result.precision)})", highlight=False)
+    if result.target_hit_rate is not None:
+        err.print(f"target {result.attack['target']} reached on {result.target_hit_rate:.4f} of the samples aimed at it"
+                  + (f" ({result.untargetable} already of that class, left as they were)" if result.untargetable else ""),
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("attack")(handles_errors(attack_command))

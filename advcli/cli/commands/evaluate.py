@@ -1,0 +1,93 @@
+"""``advcli eval``: clean and robust accuracy, curves, per-class figures, sanity checks, CI gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..failures import EXIT_THRESHOLD, handles_errors
+from ..options import (
+    AttackName,
+    BackendName,
+    DeviceChoice,
+    EvalDataOpt,
+    JsonOpt,
+    NormName,
+    PrecisionChoice,
+    RunsDirOpt,
+    SeedOpt,
+)
+from ..render import print_json, progress_bars, render_report, say_notes, stage_progress
+from .attack import announce_run
+
+
+def eval_command(
+    attack: List[AttackName] = typer.Option([AttackName("bim")], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). On an ONNX file, white-box attacks are transferred from its source checkpoint; square queries the file itself. auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square (in the --norm), each on the samples still robust."),
+    eps: str = typer.Option("0.1", "--eps", help="Radius in the --norm (a number or a fraction such as 8/255); a comma-separated list (0,0.02,0.05,0.1) gives a robustness curve (thresholds apply to the largest)."),
+    norm: NormName = typer.Option(NormName("linf"), "--norm", help="Threat model: linf or l2."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01, APGD 2·eps to start)."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Iterations (default per attack; BIM 20, APGD 100)."),
+    restarts: int = typer.Option(1, "--restarts", help="Random restarts (need --init random); each runs on the samples still robust."),
+    init: Optional[str] = typer.Option(None, "--init", help="zero or random start (default per attack)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Targeted attack towards a class index, random, least-likely or top-N (a sample still counts as non-robust when misclassified)."),
+    queries: Optional[int] = typer.Option(None, "--queries", help="Square's queries per sample (square and auto; default 1000, AutoAttack's standard 5000)."),
+    clip: bool = typer.Option(True, "--clip/--no-clip", help="Clip adversarial images to [0, 1] (--no-clip: the reference's unclipped threat model)."),
+    per_class: bool = typer.Option(False, "--per-class", help="Add per-class clean and robust accuracy."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write robust accuracy against eps to this PNG."),
+    sanity_samples: int = typer.Option(100, "--sanity-samples", help="Samples for the sanity checks' extra attack runs (0 skips them)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Run folder or exported .onnx file (default: the newest run under --runs-dir)."),
+    backend: Optional[BackendName] = typer.Option(None, "--backend", help="torch or onnxruntime (default: follows from --model)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Run that crafts white-box attacks for transfer (default for ONNX: the checkpoint named in the file)."),
+    data: Optional[str] = EvalDataOpt,
+    split: str = typer.Option("test", "--split", help="train or test."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Evaluate a seeded random subset of this size."),
+    seed: int = SeedOpt,
+    batch_size: int = typer.Option(500, "--batch-size", min=1),
+    device: DeviceChoice = typer.Option(DeviceChoice("auto"), "--device", help="auto (CUDA when present), cpu or cuda; for ONNX files the onnxruntime execution provider too."),
+    precision: PrecisionChoice = typer.Option(
+        PrecisionChoice("auto"), "--precision",
+        help="Precision of white-box attack gradients: auto (bf16 where the hardware has it natively, else fp32), "
+             "fp32, bf16 or fp16 (CUDA). Reported accuracies are always classified in fp32; black-box queries run "
+             "in fp32; for an ONNX file it applies to the torch transfer source only."),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Exit 1 when clean accuracy is below this."),
+    min_robust_accuracy: Optional[float] = typer.Option(None, "--min-robust-accuracy", help="Exit 1 when robust accuracy is below this."),
+    report_file: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON report to this file."),
+    runs_dir: Path = RunsDirOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Clean and robust accuracy (worst case per sample over the attacks), curves over eps,
+    per-class figures and sanity checks; thresholds for CI gates."""
+    from ...evaluation.api import check_plot_path, evaluate, save_curve_plot
+    from ...evaluation.config import EvalConfig, parse_eps
+    from ...io.atomic import write_json_atomic
+
+    config = EvalConfig.from_flat(dict(
+        model=model, data=data, split=split, attacks=tuple(a.value for a in attack), eps=parse_eps(eps), alpha=alpha,
+        iters=iters, restarts=restarts, init=init, clip=clip, samples=samples, seed=seed, batch_size=batch_size,
+        device=device.value, min_accuracy=min_accuracy, min_robust_accuracy=min_robust_accuracy, norm=norm.value,
+        target=target, queries=queries, per_class=per_class, sanity_samples=sanity_samples,
+        backend=backend.value if backend else None, source=source, precision=precision.value))
+    config.validate()
+    if plot is not None:
+        check_plot_path(plot)
+    announce_run(model, runs_dir)
+    with progress_bars() as progress:
+        report = evaluate(config, runs_dir=runs_dir, on_progress=stage_progress(progress))
+    say_notes(report.notes)
+    payload = report.to_dict()
+    if report_file is not None:
+        write_json_atomic(report_file, payload)
+    if plot is not None:
+        save_curve_plot(report, plot)
+    if as_json:
+        print_json(payload)
+    else:
+        render_report(report)
+    if not report.passed:
+        raise typer.Exit(EXIT_THRESHOLD)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(handles_errors(eval_command))

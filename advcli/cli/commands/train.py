@@ -1,0 +1,225 @@
+"""``advcli train`` and ``advcli robust-train``: a run folder from standard or adversarial training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from ...errors import AdvcliError, render_references
+from ...models.architectures import DEFAULT_MODEL
+from ...training.methods import METHODS
+from ..failures import flag_names, handles_errors
+from ..interrupts import graceful_interrupt
+from ..options import (
+    DataOpt,
+    DeviceChoice,
+    DeviceOpt,
+    JsonOpt,
+    LrScheduleName,
+    MethodName,
+    ModelName,
+    OnCollapseName,
+    OptimizerName,
+    PrecisionChoice,
+    PrecisionOpt,
+    RunsDirOpt,
+    SeedOpt,
+)
+from ..render import err, print_json, progress_bars, say_notes
+
+if TYPE_CHECKING:
+    from ...training.config import TrainConfig
+    from ...training.monitor import TrainProgress, TrainResult
+
+METHOD_HELP = f"Training method: {METHODS.choices()} (none: plain training)."
+ArchOpt = typer.Option(ModelName(DEFAULT_MODEL), "--arch", help="Architecture.")
+DeprecatedModelOpt = typer.Option(None, "--model", hidden=True, help="Deprecated name of --arch.")
+
+
+def _architecture(arch: "ModelName", model: Optional[str]) -> str:
+    """--arch, or the deprecated --model (with a note)."""
+    if model is None:
+        return arch.value
+    err.print("[yellow]note:[/] --model is deprecated for training; use --arch", highlight=False)
+    return model
+
+
+def _reject_options_with_resume(ctx: typer.Context) -> None:
+    """--resume continues with the run's saved settings; any training option given with it is an error."""
+    allowed = {"resume", "out_dir", "runs_dir", "as_json"}
+    given = [param.opts[0] for param in ctx.command.params
+             if param.name not in allowed and getattr(ctx.get_parameter_source(param.name), "name", None) == "COMMANDLINE"]
+    if given:
+        raise AdvcliError(f"--resume continues a run with its saved settings; drop {', '.join(given)}")
+
+
+def _describe_progress(p: "TrainProgress") -> str:
+    parts = [f"epoch {p.epoch}/{p.epochs}" if p.epoch_loss is not None else f"iteration {p.iteration}"]
+    if p.epoch_loss is not None:
+        parts.append(f"loss {p.epoch_loss:.4f}")
+    if p.validation is not None:
+        parts.append(f"val clean {p.validation.accuracy:.4f}  val robust {p.validation.robust_accuracy:.4f}")
+    return "  ".join(parts)
+
+
+def _report_training(path: Path, result: "TrainResult", command: str) -> None:
+    metrics = result.metrics
+    if result.interrupted:
+        err.print(f"[yellow]stopped early at iteration {metrics['iterations']}; the model so far and a resume "
+                  f"state were saved[/] (continue with: advcli {command} --resume {path})", highlight=False)
+    guard = result.guard
+    if guard is not None and guard["best_epoch"] is not None:
+        err.print(f"kept the {guard['kept']} model: epoch {guard['best_epoch']} (iteration {guard['best_iteration']}), "
+                  f"robust validation accuracy {guard['best_val_robust_accuracy']:.4f}"
+                  + (f"; {len(guard['events'])} collapse event(s)" if guard["events"] else ""), highlight=False)
+    if metrics["stopped_by_guard"]:
+        err.print("[yellow]training stopped by the guard: robust validation accuracy collapsed[/]")
+    err.print(f"saved run [bold]{path}[/]  clean test accuracy {metrics['clean_test_accuracy']:.4f}  "
+              f"({metrics['train_seconds']:.1f} s, {metrics['precision']})", highlight=False)
+
+
+def _run_training(
+    config: Optional["TrainConfig"], out_dir: Optional[Path], runs_dir: Path, as_json: bool,
+    *, resume: Optional[Path] = None, command: str = "train",
+) -> None:
+    from ...data.spec import load_dataset
+    from ...io.runs import check_run_dir_free
+    from ...runtime.device import auto_fallback_note, resolve_device
+    from ...runtime.precision import resolve_precision
+    from ...training.api import resume_training, resumed_run_path, train
+    from ...training.checkpoint import load_resume
+
+    if resume is not None:
+        config, _, _ = load_resume(resume)
+        target: Optional[Path] = out_dir if out_dir is not None else resumed_run_path(resume)
+    elif config is not None:
+        target = out_dir
+    else:
+        raise AdvcliError("nothing to train: give a configuration or `resume`")
+    config.validate()
+    resolve_precision(config.precision, resolve_device(config.device), training=True)
+    say_notes([auto_fallback_note(config.device)])
+    if target is not None:
+        check_run_dir_free(target)
+    with err.status(f"loading {config.data}"):
+        dataset = load_dataset(config.data)
+    with progress_bars() as progress, graceful_interrupt() as stop:
+        task = progress.add_task("training", total=None, info="")
+
+        def on_progress(p: "TrainProgress") -> None:
+            progress.update(task, total=p.iterations, completed=p.iteration,
+                            info=f"epoch {p.epoch}/{p.epochs}  loss {p.loss:.4f}" + ("  [yellow]stopping…" if stop.requested else ""))
+            if p.validation is not None or p.epoch_loss is not None:
+                progress.console.print(_describe_progress(p), highlight=False)
+            if p.warning is not None:
+                progress.console.print(f"[bold yellow]warning:[/] {render_references(p.warning, flag_names())}",
+                                       highlight=False)
+
+        if resume is not None:
+            path, result = resume_training(resume, out=out_dir, dataset=dataset, on_progress=on_progress, should_stop=stop)
+        else:
+            path, result = train(config, out=out_dir, runs_dir=runs_dir, dataset=dataset,
+                                 on_progress=on_progress, should_stop=stop)
+    summary = {"run": str(path), **result.metrics}
+    if result.guard is not None:
+        summary["guard"] = {key: result.guard[key] for key in ("best_epoch", "best_val_robust_accuracy", "events", "kept")}
+    if as_json:
+        print_json(summary)
+        return
+    _report_training(path, result, command)
+
+
+ResumeOpt = typer.Option(None, "--resume", help="Continue this interrupted run (into --out, default <RUN>-resumed) with its saved settings.")
+OptimizerOpt = typer.Option(OptimizerName("sgd"), "--optimizer", help="sgd (with --momentum, the reference's) or adam.")
+LrScheduleOpt = typer.Option(LrScheduleName("constant"), "--lr-schedule",
+                             help="constant (the reference's); cyclic: 0 up to --lr at 2/5 of training, then down to 0; multistep: x0.1 at 50% and 75%.")
+
+
+def train_command(
+    ctx: typer.Context,
+    data: str = DataOpt,
+    arch: ModelName = ArchOpt,
+    model: Optional[str] = DeprecatedModelOpt,
+    epochs: int = typer.Option(30, "--epochs", min=1),
+    batch_size: int = typer.Option(100, "--batch-size", min=1),
+    lr: float = typer.Option(0.01, "--lr", help="Learning rate (SGD with momentum)."),
+    momentum: float = typer.Option(0.9, "--momentum"),
+    optimizer: OptimizerName = OptimizerOpt,
+    lr_schedule: LrScheduleName = LrScheduleOpt,
+    seed: int = SeedOpt,
+    device: DeviceChoice = DeviceOpt,
+    precision: PrecisionChoice = PrecisionOpt,
+    resume: Optional[Path] = ResumeOpt,
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder to create (default: runs/<timestamp>-standard)."),
+    runs_dir: Path = RunsDirOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train a classifier the standard way (the reference example's loop and defaults)."""
+    if resume is not None:
+        _reject_options_with_resume(ctx)
+        _run_training(None, out_dir, runs_dir, as_json, resume=resume, command="train")
+        return
+    from ...training.config import TrainConfig
+
+    config = TrainConfig.from_flat(dict(
+        data=data, arch=_architecture(arch, model), epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+        seed=seed, device=device.value, method="none", optimizer=optimizer.value, lr_schedule=lr_schedule.value,
+        precision=precision.value))
+    _run_training(config, out_dir, runs_dir, as_json)
+
+
+def robust_train_command(
+    ctx: typer.Context,
+    eps: float = typer.Option(0.1, "--eps", help="L-inf radius to be robust to (pixel range [0, 1])."),
+    method: MethodName = typer.Option(MethodName("fgsm-rs"), "--method", help=METHOD_HELP),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Adversarial step size (default: fgsm-rs 1.25·eps; pgd, trades 2.5·eps/iters; free, n-fgsm eps)."),
+    init: Optional[str] = typer.Option(None, "--init", help="fgsm-rs and pgd: random (default) or zero start."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Attack steps per batch (default: pgd, trades 10; fgsm-rs 1, >1 = BIM training)."),
+    clip: bool = typer.Option(True, "--clip/--no-clip", help="Keep adversarial images inside [0, 1]."),
+    beta: float = typer.Option(6.0, "--beta", help="trades: weight of the KL term."),
+    replays: Optional[int] = typer.Option(None, "--replays", help="Updates per mini-batch in a row (free: m, default 4); epochs are divided by it, rounded up."),
+    eps_ramp: int = typer.Option(0, "--eps-ramp", help="Grow eps linearly from 0 over this many epochs."),
+    val_split: Optional[float] = typer.Option(None, "--val-split", help="Share of the training data held out for the guard (default 0.1; 0 turns it off)."),
+    val_every: int = typer.Option(0, "--val-every", help="Also validate every N iterations (0: once per epoch)."),
+    val_iters: int = typer.Option(10, "--val-iters", help="PGD steps of the robust validation (alpha 2.5·eps/steps, random start)."),
+    collapse_drop: float = typer.Option(0.2, "--collapse-drop", help="A drop of robust validation accuracy by more than this from the best is a collapse."),
+    on_collapse: OnCollapseName = typer.Option(OnCollapseName("stop"), "--on-collapse", help="stop (keep the best model), rollback (to the best, lr halved) or continue (record only)."),
+    data: str = DataOpt,
+    arch: ModelName = ArchOpt,
+    model: Optional[str] = DeprecatedModelOpt,
+    epochs: int = typer.Option(30, "--epochs", min=1),
+    batch_size: int = typer.Option(100, "--batch-size", min=1),
+    lr: float = typer.Option(0.01, "--lr"),
+    momentum: float = typer.Option(0.9, "--momentum"),
+    optimizer: OptimizerName = OptimizerOpt,
+    lr_schedule: LrScheduleName = LrScheduleOpt,
+    seed: int = SeedOpt,
+    device: DeviceChoice = DeviceOpt,
+    precision: PrecisionChoice = PrecisionOpt,
+    resume: Optional[Path] = ResumeOpt,
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder to create (default: runs/<timestamp>-robust)."),
+    runs_dir: Path = RunsDirOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Adversarial training (FGSM from a random start, step 1.25·eps, by default), guarded against
+    catastrophic overfitting by PGD accuracy on held-out training data."""
+    if resume is not None:
+        _reject_options_with_resume(ctx)
+        _run_training(None, out_dir, runs_dir, as_json, resume=resume, command="robust-train")
+        return
+    from ...training.config import TrainConfig
+
+    config = TrainConfig.from_flat(dict(
+        data=data, arch=_architecture(arch, model), epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+        seed=seed, device=device.value, method=method.value, eps=eps, alpha=alpha, init=init, iters=iters, clip=clip,
+        beta=beta, replays=replays, optimizer=optimizer.value, lr_schedule=lr_schedule.value, eps_ramp=eps_ramp,
+        val_split=val_split, val_every=val_every, val_iters=val_iters, collapse_drop=collapse_drop,
+        on_collapse=on_collapse.value, precision=precision.value))
+    _run_training(config, out_dir, runs_dir, as_json, command="robust-train")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(handles_errors(train_command))
+    app.command("robust-train")(handles_errors(robust_train_command))

@@ -1,0 +1,139 @@
+"""What the command line shows: messages and progress on stderr, tables and JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from ..evaluation.report import EvalReport
+
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str, code: int) -> None:
+    """Print `message` as one error line on stderr and exit with `code`."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def say_notes(notes: Sequence[Optional[str]]) -> None:
+    for note in notes:
+        if note:
+            err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def progress_bars() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
+    """The `on_progress(stage, done, total)` callback the library takes, as one bar per stage."""
+    tasks: dict[str, Any] = {}
+
+    def on_progress(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = progress.add_task(name, total=total, info="")
+        progress.update(tasks[name], completed=done)
+
+    return on_progress
+
+
+def precision_note(precision: str) -> str:
+    if precision == "fp32":
+        return "fp32"
+    return f"attack gradients in {precision}, accuracies classified in fp32"
+
+
+def attack_label(a: Any) -> str:
+    label = a.name + ("" if a.clip else " (no clip)") + ("" if a.norm == "linf" else f" ({a.norm})")
+    return label + (f" → {a.target}" if a.target is not None else "")
+
+
+def render_report(report: "EvalReport") -> None:
+    runs_on = report.backend + (f" on {', '.join(report.execution_providers)}" if report.execution_providers else
+                                f" on {report.device}") + f"; {precision_note(report.precision)}"
+    table = Table(title=f"{report.model} on {report.data} ({report.split}, {report.samples} samples)",
+                  caption=runs_on)
+    for column in ("evaluation", "eps", "alpha", "iters", "restarts", "init", "accuracy"):
+        table.add_column(column, justify="right" if column != "evaluation" else "left")
+    table.add_row("clean", "", "", "", "", "", f"{report.clean_accuracy:.4f}")
+    for result in report.attacks:
+        a = result.attack
+        table.add_row(result.label, f"{a.eps:g}", f"{a.alpha:g}", str(a.iters),
+                      str(a.restarts), a.init, f"{result.robust_accuracy:.4f}")
+        for member in result.members:
+            table.add_row(f"  [dim]{member['name']}" + (f" → {member['target']}" if member["target"] else ""),
+                          "", "", "", "", "", f"[dim]fooled {member['fooled']}")
+    if len(report.attacks) > 1:
+        table.add_row("[bold]worst case", "", "", "", "", "", f"[bold]{report.robust_accuracy:.4f}")
+    out.print(table)
+    if len(report.curve) > 1:
+        _render_curve(report)
+    if report.per_class is not None:
+        _render_per_class(report)
+    _render_sanity(report)
+    for failure in report.failures:
+        err.print(f"[bold red]threshold missed:[/] {failure}", highlight=False)
+
+
+def _render_curve(report: "EvalReport") -> None:
+    several = len(report.attacks) > 1
+    table = Table(title=f"Robust accuracy against eps ({report.config.threats.norm})")
+    table.add_column("eps", justify="right")
+    for result in report.attacks:
+        table.add_column(attack_label(result.attack), justify="right")
+    if several:
+        table.add_column("worst case", justify="right")
+    for point in report.curve:
+        cells = [f"{result.robust_accuracy:.4f}" for result in point.attacks]
+        table.add_row(f"{point.eps:g}", *cells, *([f"[bold]{point.robust_accuracy:.4f}"] if several else []))
+    out.print(table)
+
+
+def _render_per_class(report: "EvalReport") -> None:
+    several = len(report.attacks) > 1
+    table = Table(title=f"Per class at eps {report.curve[-1].eps:g}")
+    for column in ("class", "samples", "clean", *(attack_label(r.attack) for r in report.attacks)):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    if several:
+        table.add_column("worst case", justify="right")
+
+    def cell(value: Optional[float]) -> str:
+        return "–" if value is None else f"{value:.4f}"
+
+    for row in report.per_class or []:
+        cells = [cell(row.attacks[r.attack.name]) for r in report.attacks]
+        table.add_row(row.name if row.name == str(row.index) else f"{row.index} {row.name}", str(row.samples),
+                      cell(row.clean_accuracy), *cells, *([f"[bold]{cell(row.robust_accuracy)}"] if several else []))
+    out.print(table)
+
+
+def _render_sanity(report: "EvalReport") -> None:
+    fired = [check for check in report.sanity if check.fired]
+    for check in fired:
+        out.print(f"[bold yellow]sanity check fired:[/] [bold]{check.name}[/]: {check.detail}", highlight=False)
+    if not fired:
+        unchecked = sum(not check.checked for check in report.sanity)
+        out.print("[green]all sanity checks passed[/]" + (f" ({unchecked} not checked)" if unchecked else ""),
+                  highlight=False)

@@ -1,0 +1,75 @@
+"""``cifar10:DIR``: the python-version CIFAR-10 batches, read without executing pickled code."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from ...errors import DataError
+from ..dataset import Dataset, make_dataset
+from ..spec import need_dir
+from . import FORMATS, Format
+from ._restricted_pickle import get_key, unpickle
+
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+
+
+def _load_cifar_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file -> (uint8 (N,3,32,32), int64 labels)."""
+    obj = unpickle(path)
+    if not isinstance(obj, dict):
+        raise DataError(f"cifar10: {path}: expected a pickled dict, got {type(obj).__name__}")
+    try:
+        data, labels = get_key(obj, "data"), get_key(obj, "labels")
+    except KeyError as exc:
+        raise DataError(f"cifar10: {path}: missing key {exc.args[0]!r}") from None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"cifar10: {path}: 'data' must be uint8 (N, 3072), got {desc}")
+    try:
+        y = np.asarray(labels)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"cifar10: {path}: 'labels' is not a list of integers: {exc}") from exc
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DataError(f"cifar10: {path}: 'labels' must be a list of integers, got {y.dtype} {y.shape}")
+    if y.shape[0] != data.shape[0]:
+        raise DataError(f"cifar10: {path}: {data.shape[0]} images but {y.shape[0]} labels")
+    if y.size and (y.min() < 0 or y.max() > 9):
+        raise DataError(f"cifar10: {path}: labels span {y.min()}..{y.max()}, expected 0..9")
+    return data.reshape(-1, 3, 32, 32), y.astype(np.int64)
+
+
+def _load_cifar10(path: str | None, *, cache_dir: pathlib.Path | None = None) -> Dataset:
+    """Load CIFAR-10 from the python-version batches (data_batch_1..5, test_batch, batches.meta)."""
+    folder = need_dir("cifar10", path)
+    if not (folder / "data_batch_1").exists() and (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"  # the extracted archive's own subfolder
+    files = [folder / f"data_batch_{i}" for i in range(1, 6)] + [folder / "test_batch"]
+    for f in files:
+        if not f.is_file():
+            raise DataError(f"cifar10: {folder}: missing {f.name}")
+    train = [_load_cifar_batch(f) for f in files[:5]]
+    x_test, y_test = _load_cifar_batch(files[5])
+    x_train = np.concatenate([x for x, _ in train])
+    y_train = np.concatenate([y for _, y in train])
+    classes = CIFAR10_CLASSES
+    meta = folder / "batches.meta"
+    if meta.is_file():
+        obj = unpickle(meta)
+        try:
+            names = get_key(obj, "label_names") if isinstance(obj, dict) else None
+        except KeyError:
+            names = None
+        if not isinstance(names, list) or len(names) != 10 or \
+                not all(isinstance(n, (bytes, str)) for n in names):
+            raise DataError(f"cifar10: {meta}: expected 'label_names', a list of 10 strings")
+        classes = tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
+    return make_dataset("cifar10", f"cifar10:{path}", x_train, y_train, x_test, y_test, classes)
+
+
+
+FORMATS.register("cifar10", Format(_load_cifar10, path_kind="DIR"))

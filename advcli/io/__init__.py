@@ -1,0 +1,1 @@
+"""Files advcli writes and reads: atomic writes, run folders, resume states, provenance, figures."""
