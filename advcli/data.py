@@ -206,6 +206,18 @@ def _need_path(name: str, path: str | None, kind: str) -> pathlib.Path:
     return pathlib.Path(path).expanduser()
 
 
+def _downloaded(name: str, cache_dir: pathlib.Path | None) -> pathlib.Path:
+    """The dataset's folder in the cache, downloaded and verified on first use (advcli.downloads)."""
+    from advcli.downloads import fetch_dataset
+
+    return fetch_dataset(name, cache_dir=cache_dir if cache_dir is not None else default_cache_dir())
+
+
+def _spec(name: str, path: str | None) -> str:
+    """The spec a dataset records: ``name`` for the download cache, ``name:PATH`` for a folder."""
+    return name if path is None else f"{name}:{path}"
+
+
 def _need_dir(name: str, path: str | None) -> pathlib.Path:
     d = _need_path(name, path, "folder")
     if not d.exists():
@@ -216,7 +228,8 @@ def _need_dir(name: str, path: str | None) -> pathlib.Path:
 
 
 def load_dataset(spec: str = DEFAULT_DATA, *, cache_dir: pathlib.Path | None = None) -> Dataset:
-    """Load the dataset named by ``spec`` (see module docstring); cache_dir is used by ``digits``."""
+    """Load the dataset named by ``spec`` (see module docstring); cache_dir holds ``digits`` and the
+    downloads of ``mnist``, ``fashion-mnist`` and ``cifar10`` given without a PATH."""
     name, path = parse_data_spec(spec)
     loader = LOADERS.get(name)
     if loader is None:
@@ -569,15 +582,15 @@ def _idx_loader(name: str, classes: tuple[str, ...]) -> Loader:
     """A loader for an MNIST-layout folder of four IDX files."""
 
     def load(path: str | None, *, cache_dir: pathlib.Path | None = None) -> Dataset:
-        folder = _need_dir(name, path)
+        folder = _need_dir(name, path) if path is not None else _downloaded(name, cache_dir)
         x_train, y_train = _load_idx_split(name, folder, "train")
         x_test, y_test = _load_idx_split(name, folder, "test")
         if x_train.shape[1:] != x_test.shape[1:]:
             raise DataError(f"{name}: {folder}: train images are {x_train.shape[2]}x{x_train.shape[3]} "
                             f"but t10k images are {x_test.shape[2]}x{x_test.shape[3]}")
-        return _make_dataset(name, f"{name}:{path}", x_train, y_train, x_test, y_test, classes)
+        return _make_dataset(name, _spec(name, path), x_train, y_train, x_test, y_test, classes)
 
-    load.__doc__ = f"Load {name} from a folder of the four IDX files (plain or .gz)."
+    load.__doc__ = f"Load {name} from a folder of the four IDX files (plain or .gz), or the download cache."
     return load
 
 
@@ -678,7 +691,7 @@ def _load_cifar_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_cifar10(path: str | None, *, cache_dir: pathlib.Path | None = None) -> Dataset:
     """Load CIFAR-10 from the python-version batches (data_batch_1..5, test_batch, batches.meta)."""
-    folder = _need_dir("cifar10", path)
+    folder = _need_dir("cifar10", path) if path is not None else _downloaded("cifar10", cache_dir)
     if not (folder / "data_batch_1").exists() and (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"  # the extracted archive's own subfolder
     files = [folder / f"data_batch_{i}" for i in range(1, 6)] + [folder / "test_batch"]
@@ -701,7 +714,7 @@ def _load_cifar10(path: str | None, *, cache_dir: pathlib.Path | None = None) ->
                 not all(isinstance(n, (bytes, str)) for n in names):
             raise DataError(f"cifar10: {meta}: expected 'label_names', a list of 10 strings")
         classes = tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
-    return _make_dataset("cifar10", f"cifar10:{path}", x_train, y_train, x_test, y_test, classes)
+    return _make_dataset("cifar10", _spec("cifar10", path), x_train, y_train, x_test, y_test, classes)
 
 
 # --------------------------------------------------------------------------------------------
