@@ -17,6 +17,10 @@ def percent(value: Optional[float]) -> str:
     return "—" if value is None else f"{100 * float(value):.1f}%"
 
 
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def _classes(names: list[str]) -> str:
     shown = ", ".join(shorten(name, 24) for name in names[:MAX_CLASSES_LISTED])
     more = len(names) - MAX_CLASSES_LISTED
@@ -27,9 +31,9 @@ def _training_method(training: Mapping[str, Any]) -> str:
     method = str(training.get("method", "?"))
     if method == "none":
         return "standard (no adversarial training)"
-    parts = [method, f"eps {training.get('eps'):g}" if isinstance(training.get("eps"), (int, float)) else ""]
-    if isinstance(training.get("alpha"), (int, float)):
-        parts.append(f"step {training['alpha']:g}")
+    parts = [method, f"eps {_number(training.get('eps'))}"]
+    if training.get("alpha") is not None:
+        parts.append(f"step {_number(training['alpha'])}")
     return ", ".join(part for part in parts if part)
 
 
@@ -47,10 +51,11 @@ def model_card(inputs: ReportInputs) -> Section:
     config = model.get("config") if isinstance(model.get("config"), Mapping) else {}
     metrics = model.get("metrics") if isinstance(model.get("metrics"), Mapping) else {}
     shape = "×".join(str(v) for v in model.get("input_shape", []))
-    low, high = (model.get("input_range") or [0.0, 1.0])[:2]
+    value_range = model.get("input_range") or [0, 1]
+    pixels = f"[{', '.join(_number(v) for v in value_range)}]" if isinstance(value_range, list) else str(value_range)
     items: list[tuple[str, Cell]] = [
         ("Architecture", Cell(str(model.get("architecture", "?")), code=True)),
-        ("Input", Cell(f"{shape} (C×H×W), pixels in [{low:g}, {high:g}]")),
+        ("Input", Cell(f"{shape} (C×H×W), pixels in {pixels}")),
         ("Classes", Cell(_classes(inputs.classes))),
         ("Data", Cell(f"{data.get('spec', '?')} ({data.get('n_train', '?')} train, {data.get('n_test', '?')} test)",
                       code=True)),
