@@ -22,7 +22,7 @@ LAYERS = {
     "threat": 1,
     "models": 2, "io": 2, "data": 2, "runtime": 2,
     "attacks": 3,
-    "training": 4, "evaluation": 4, "export": 4, "verification": 4,
+    "training": 4, "evaluation": 4, "export": 4, "verification": 4, "reporting": 4,
     "cli": 5,
 }
 FACADES = {"advcli", "advcli.__main__", "advcli._compat"}  # the public entry points, above every layer

@@ -284,10 +284,7 @@ def test_unknown_format_lists_known_ones():
     assert issubclass(DataError, AdvcliError)
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("mnist", "mnist needs a folder: use mnist:DIR"),
-    ("fashion-mnist:", "fashion-mnist needs a folder: use fashion-mnist:DIR"),
-    ("cifar10", "cifar10 needs a folder: use cifar10:DIR"),
+@pytest.mark.parametrize("spec, expected", [  # mnist, fashion-mnist, cifar10 download instead: test_downloads.py
     ("folder", "folder needs a folder: use folder:DIR"),
     ("npz", "npz needs a file: use npz:FILE"),
 ])

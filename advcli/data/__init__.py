@@ -13,6 +13,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "DEFAULT_DATA": ".spec",
     "load_dataset": ".spec",
     "parse_data_spec": ".spec",
+    "resolve_data_spec": ".spec",
     "default_cache_dir": ".spec",
     "select_samples": ".selection",
     "FORMATS": ".formats",
@@ -22,5 +23,5 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "DIGITS_VERSION": ".formats.digits",
 })
 
-__all__ = ["Dataset", "make_dataset", "DEFAULT_DATA", "load_dataset", "parse_data_spec", "default_cache_dir",
-           "select_samples", "FORMATS", "Format", "generate_digits", "digit_fonts", "DIGITS_VERSION"]
+__all__ = ["Dataset", "make_dataset", "DEFAULT_DATA", "load_dataset", "parse_data_spec", "resolve_data_spec",
+           "default_cache_dir", "select_samples", "FORMATS", "Format", "generate_digits", "digit_fonts", "DIGITS_VERSION"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from ..errors import DataError
 from .formats import FORMATS
 
 if TYPE_CHECKING:
     from .dataset import Dataset
+    from .formats import Progress
 
 DEFAULT_DATA = "digits"
 
@@ -55,10 +56,24 @@ def default_cache_dir() -> pathlib.Path:
     return pathlib.Path.home() / ".cache" / "advcli"
 
 
-def load_dataset(spec: str = DEFAULT_DATA, *, cache_dir: pathlib.Path | None = None) -> "Dataset":
-    """Load the dataset named by `spec`; `cache_dir` is where generated or downloaded data is kept."""
+def resolve_data_spec(spec: str) -> str:
+    """`spec` with its PATH made absolute (``~`` expanded, symlinks kept), so that a run records data
+    it can find again from any working directory; a spec without a PATH is returned as it is."""
+    name, path = parse_data_spec(spec)
+    if path is None:
+        return spec.strip()
+    return f"{name}:{os.path.abspath(os.path.expanduser(path))}"
+
+
+def load_dataset(spec: str = DEFAULT_DATA, *, cache_dir: pathlib.Path | None = None,
+                 on_progress: Optional["Progress"] = None) -> "Dataset":
+    """Load the dataset named by `spec`; its `spec` is the resolved one (:func:`resolve_data_spec`).
+    `cache_dir` is where generated or downloaded data is kept; `on_progress(stage, done, total)`
+    follows a download."""
     name, path = parse_data_spec(spec)
     if name not in FORMATS:
         raise DataError(f"unknown data format {name!r} in {spec!r}; known formats: {', '.join(known_specs())}",
                         param="data")
-    return FORMATS.get(name).load(path, cache_dir=cache_dir)
+    if path is not None:
+        path = parse_data_spec(resolve_data_spec(spec))[1]
+    return FORMATS.get(name).load(path, cache_dir=cache_dir, on_progress=on_progress)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 from ...errors import DataError
 from ...registry import Registry
@@ -17,10 +17,16 @@ if TYPE_CHECKING:
     from ..dataset import Dataset
 
 
-class Loader(Protocol):
-    """A format loader: takes the PATH part of the spec (None when absent) and a cache folder."""
+#: ``on_progress(stage, done, total)``, e.g. the bytes of a download as they arrive.
+Progress = Callable[[str, int, int], None]
 
-    def __call__(self, path: str | None, *, cache_dir: pathlib.Path | None = None) -> "Dataset": ...
+
+class Loader(Protocol):
+    """A format loader: takes the PATH part of the spec (None when absent), a cache folder and a
+    progress callback (for formats that download or generate their data)."""
+
+    def __call__(self, path: str | None, *, cache_dir: pathlib.Path | None = None,
+                 on_progress: Optional[Progress] = None) -> "Dataset": ...
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,15 @@ import math
 import pathlib
 import struct
 import zlib
+from typing import Optional
 
 import numpy as np
 
 from ...errors import DataError
 from ..dataset import Dataset, make_dataset
+from ..download import downloaded_folder
 from ..spec import need_dir
-from . import Loader
+from . import Loader, Progress
 
 _IDX_IMAGES_MAGIC = 0x00000803
 _IDX_LABELS_MAGIC = 0x00000801
@@ -80,15 +82,17 @@ def _load_idx_split(name: str, folder: pathlib.Path, split: str) -> tuple[np.nda
 def idx_loader(name: str, classes: tuple[str, ...]) -> Loader:
     """A loader for an MNIST-layout folder of four IDX files."""
 
-    def load(path: str | None, *, cache_dir: pathlib.Path | None = None) -> Dataset:
-        folder = need_dir(name, path)
+    def load(path: str | None, *, cache_dir: pathlib.Path | None = None,
+             on_progress: Optional[Progress] = None) -> Dataset:
+        folder = need_dir(name, path) if path is not None else downloaded_folder(name, cache_dir, on_progress)
         x_train, y_train = _load_idx_split(name, folder, "train")
         x_test, y_test = _load_idx_split(name, folder, "test")
         if x_train.shape[1:] != x_test.shape[1:]:
             raise DataError(f"{name}: {folder}: train images are {x_train.shape[2]}x{x_train.shape[3]} "
                             f"but t10k images are {x_test.shape[2]}x{x_test.shape[3]}")
-        return make_dataset(name, f"{name}:{path}", x_train, y_train, x_test, y_test, classes)
+        return make_dataset(name, name if path is None else f"{name}:{path}", x_train, y_train, x_test, y_test,
+                            classes)
 
-    load.__doc__ = f"Load {name} from a folder of the four IDX files (plain or .gz)."
+    load.__doc__ = f"Load {name} from a folder of the four IDX files (plain or .gz), or download it once."
     return load
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pathlib
+from typing import Optional
 
 import numpy as np
 
 from ...errors import DataError
 from ..dataset import Dataset, make_dataset
+from ..download import downloaded_folder
 from ..spec import need_dir
-from . import FORMATS, Format
+from . import FORMATS, Format, Progress
 from ._restricted_pickle import get_key, unpickle
 
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -43,9 +45,11 @@ def _load_cifar_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), y.astype(np.int64)
 
 
-def _load_cifar10(path: str | None, *, cache_dir: pathlib.Path | None = None) -> Dataset:
-    """Load CIFAR-10 from the python-version batches (data_batch_1..5, test_batch, batches.meta)."""
-    folder = need_dir("cifar10", path)
+def _load_cifar10(path: str | None, *, cache_dir: pathlib.Path | None = None,
+                  on_progress: Optional[Progress] = None) -> Dataset:
+    """Load CIFAR-10 from the python-version batches (data_batch_1..5, test_batch, batches.meta), from
+    `path` or from the download cache."""
+    folder = need_dir("cifar10", path) if path is not None else downloaded_folder("cifar10", cache_dir, on_progress)
     if not (folder / "data_batch_1").exists() and (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"  # the extracted archive's own subfolder
     files = [folder / f"data_batch_{i}" for i in range(1, 6)] + [folder / "test_batch"]
@@ -68,7 +72,7 @@ def _load_cifar10(path: str | None, *, cache_dir: pathlib.Path | None = None) ->
                 not all(isinstance(n, (bytes, str)) for n in names):
             raise DataError(f"cifar10: {meta}: expected 'label_names', a list of 10 strings")
         classes = tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
-    return make_dataset("cifar10", f"cifar10:{path}", x_train, y_train, x_test, y_test, classes)
+    return make_dataset("cifar10", "cifar10" if path is None else f"cifar10:{path}", x_train, y_train, x_test, y_test, classes)
 
 
 

@@ -14,14 +14,14 @@ import tempfile
 import zipfile
 import zlib
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ...errors import DataError
 from ..dataset import Dataset, make_dataset
 from ..spec import default_cache_dir
-from . import FORMATS, Format
+from . import FORMATS, Format, Progress
 
 if TYPE_CHECKING:  # Pillow is imported lazily at run time
     from PIL import Image
@@ -281,7 +281,8 @@ def _write_digits_cache(path: pathlib.Path, arrays: tuple[np.ndarray, ...]) -> N
                 pass  # best effort: the temp file may never have been created
 
 
-def _load_digits(path: str | None, *, cache_dir: pathlib.Path | None = None) -> Dataset:
+def _load_digits(path: str | None, *, cache_dir: pathlib.Path | None = None,
+                 on_progress: Optional[Progress] = None) -> Dataset:
     """The built-in digits set (seed 0, 5000 + 5000), from the cache or freshly generated."""
     if path is not None:
         raise DataError(f"digits takes no path (got {path!r}): use digits")

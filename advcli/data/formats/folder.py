@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pathlib
+from typing import Optional
 
 import numpy as np
 
 from ...errors import DataError
 from ..dataset import Dataset, make_dataset
 from ..spec import need_dir
-from . import FORMATS, Format
+from . import FORMATS, Format, Progress
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _GRAY_MODES = {"1", "L", "LA"}
@@ -62,7 +63,8 @@ def _read_images(src: str, files: list[pathlib.Path]) -> np.ndarray:
     return out.transpose(0, 3, 1, 2)
 
 
-def _load_folder(path: str | None, *, cache_dir: pathlib.Path | None = None) -> Dataset:
+def _load_folder(path: str | None, *, cache_dir: pathlib.Path | None = None,
+                 on_progress: Optional[Progress] = None) -> Dataset:
     """Load DIR/<class>/*.png|jpg (split 80/20 per class, seeded) or DIR/{train,test}/<class>/..."""
     root = need_dir("folder", path)
     src = f"folder: {root}"

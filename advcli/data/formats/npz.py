@@ -6,13 +6,14 @@ from __future__ import annotations
 import pathlib
 import zipfile
 import zlib
+from typing import Optional
 
 import numpy as np
 
 from ...errors import DataError
 from ..dataset import Dataset, make_dataset
 from ..spec import need_path
-from . import FORMATS, Format
+from . import FORMATS, Format, Progress
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -53,7 +54,8 @@ def _npz_labels(src: str, key: str, y: np.ndarray) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _load_npz(path: str | None, *, cache_dir: pathlib.Path | None = None) -> Dataset:
+def _load_npz(path: str | None, *, cache_dir: pathlib.Path | None = None,
+              on_progress: Optional[Progress] = None) -> Dataset:
     """Load x_train/y_train/x_test/y_test (and optional string `classes`) from a .npz file."""
     file = need_path("npz", path, "file")
     src = f"npz: {file}"
