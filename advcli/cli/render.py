@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -32,31 +31,6 @@ def say_notes(notes: Sequence[Optional[str]]) -> None:
 
 def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-
-
-def progress_bars() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    )
-
-
-def stage_progress(progress: Progress) -> Callable[[str, int, int], None]:
-    """The `on_progress(stage, done, total)` callback the library takes, as one bar per stage."""
-    tasks: dict[str, Any] = {}
-
-    def on_progress(name: str, done: int, total: int) -> None:
-        if name not in tasks:
-            tasks[name] = progress.add_task(name, total=total, info="")
-        progress.update(tasks[name], completed=done)
-
-    return on_progress
 
 
 def precision_note(precision: str) -> str:

@@ -222,7 +222,8 @@ def evaluate(
     ``advcli.evaluate(attacks=("auto",), eps=(0.05, 0.1, 0.2), per_class=True)`` gives a curve;
     ``advcli.evaluate(model="model.onnx", attacks=("bim", "square"))`` evaluates an exported file
     under onnxruntime. `run` or `classifier` pass a model already loaded.
-    `on_progress(stage, done, total)` is called after every batch.
+    `on_progress(stage, done, total)` follows each stage (a download, each attack at each radius, the
+    sanity checks); within a batch of an attack, `done` is estimated from the attack's model calls.
     """
     config = configured(config, overrides)
     if classifier is None and run is not None:
@@ -234,7 +235,7 @@ def evaluate(
         spec = config.data or classifier.data_spec
         if spec is None:
             raise AdvcliError(f"{classifier.path} does not name its data; pass `data`", param="data")
-        dataset = load_dataset(spec)
+        dataset = load_dataset(spec, on_progress=on_progress)
     check_fits_data(classifier, dataset)
     notes = list(classifier.notes)
     source, source_notes = _transfer_source(classifier, config)

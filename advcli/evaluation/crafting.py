@@ -142,17 +142,15 @@ def craft(
     victim = Victim.of(run.model, precision=config.runtime.precision)
     clean_pred = clean_predictions(victim, x, batch_size=config.runtime.batch_size)
     rows = torch.arange(len(x))
-    done = 0
 
-    def advance(batch: int) -> None:
-        nonlocal done
-        done += batch
-        if on_progress is not None:
-            on_progress(attack.name, done, len(rows))
+    def advance(done: int) -> None:
+        on_progress(attack.name, done, len(rows))  # type: ignore[misc]
 
+    if on_progress is not None:
+        on_progress(attack.name, 0, len(rows))
     outcome = attack_samples(victim, x, y, attack, rows=rows, num_classes=len(run.classes),
-                             batch_size=config.runtime.batch_size, seed=config.sampling.seed, on_batch=advance,
-                             keep_adversarials=True)
+                             batch_size=config.runtime.batch_size, seed=config.sampling.seed,
+                             on_progress=advance if on_progress is not None else None, keep_adversarials=True)
     x_adv, adv_pred = outcome.adversarials, outcome.predictions
     meta = {"model": str(run.path), "model_fingerprint": run.fingerprint, "data": dataset.spec,
             "data_fingerprint": dataset.fingerprint, "split": config.sampling.split, "attack": attack.to_dict(),

@@ -47,6 +47,41 @@ def clean_predictions(victim: Victim, x: torch.Tensor, *, batch_size: int) -> to
     return predictions
 
 
+def member_calls(member: AttackConfig) -> int:
+    """Model calls per sample an attack member makes at most: a gradient attack's steps (and its
+    starting point) per restart, a black-box attack's queries per restart."""
+    return member.restarts * (member.iters if member.black_box else member.iters + 1)
+
+
+class _Meter:
+    """How far an attack has got through a batch, estimated from the rows its models are asked about
+    (forward pre-hooks only count: the attack computes exactly what it would without them), and
+    reported as samples done; exact at every batch's end, never ahead of it within one."""
+
+    def __init__(self, modules: list[Optional[torch.nn.Module]], report: Callable[[int], None]) -> None:
+        self.report, self.rows, self.start, self.size, self.budget, self.shown = report, 0, 0, 0, 1, 0
+        distinct = list({id(module): module for module in modules if module is not None}.values())
+        self.handles = [module.register_forward_pre_hook(self._seen) for module in distinct]
+
+    def batch(self, start: int, size: int, budget: int) -> None:
+        self.rows, self.start, self.size, self.budget = 0, start, size, max(budget, 1)
+
+    def _seen(self, module: torch.nn.Module, inputs: tuple) -> None:
+        self.rows += len(inputs[0]) if inputs and isinstance(inputs[0], torch.Tensor) else 0
+        estimate = self.start + min(self.size - 1, self.size * self.rows // self.budget)
+        if estimate > self.shown:
+            self.shown = estimate
+            self.report(estimate)
+
+    def done(self, count: int) -> None:
+        self.shown = count
+        self.report(count)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
 def attack_samples(
     victim: Victim,
     x: torch.Tensor,
@@ -57,12 +92,13 @@ def attack_samples(
     num_classes: int,
     batch_size: int,
     seed: int,
-    on_batch: Optional[Callable[[int], None]] = None,
+    on_progress: Optional[Callable[[int], None]] = None,
     keep_adversarials: bool = False,
 ) -> AttackedSamples:
     """Attack the samples ``x[rows]`` in batches (a composite as its sequence of members): white-box
     members craft on the victim's crafter, black-box members query its judge, and the judge decides
-    and re-classifies. Rows are gathered one batch at a time (no copy of the whole selection)."""
+    and re-classifies. Rows are gathered one batch at a time (no copy of the whole selection).
+    `on_progress(done)` follows the samples done, within a batch as the attack's model calls go."""
     members = attack.members(num_classes)
     if victim.outputs_only and not all(member.black_box for member in members):
         raise AdvcliError(f"{attack.name} needs gradients, but the model gives outputs only; name a source "
@@ -81,30 +117,42 @@ def attack_samples(
     predictions = torch.full((count,), -1, dtype=torch.long)
     targets = torch.full((count,), -1, dtype=torch.long)
     adversarials = x.new_empty((count, *x.shape[1:]), device="cpu") if keep_adversarials else None
-    largest = 0.0
-    for start in range(0, count, batch_size):
-        chosen = rows[start:start + batch_size]
-        xb = x[chosen].to(victim.device, non_blocking=True)
-        yb = y[chosen].to(victim.device, non_blocking=True)
-        outcome = run_sequence(victim.judge, xb, yb, members, generator=generator, attacker=attacker)
-        largest = max(largest, attack.threat.check(xb, outcome.x_adv, attack.name))
-        predicted = predict(victim.judge, outcome.x_adv)
-        disagree = int(((predicted != yb) != (outcome.fooled_by >= 0)).sum())
-        if disagree:
-            raise AttackError(
-                f"{attack.name}: re-classifying its adversarial examples disagrees with the attack's own "
-                f"bookkeeping on {disagree} of {len(xb)} samples (are the model's outputs random or "
-                "batch-dependent?); the result is not reported")
-        done = slice(start, start + len(xb))
-        fooled_by[done] = outcome.fooled_by.cpu()
-        predictions[done] = predicted.cpu()
-        targets[done] = outcome.targets.cpu()
-        if adversarials is not None:
-            adversarials[done] = outcome.x_adv.cpu()
-        if on_batch is not None:
-            on_batch(len(xb))
+    largest, calls = 0.0, sum(member_calls(member) for member in members)
+    meter = _Meter([victim.crafter, victim.judge], on_progress) if on_progress is not None else None
+    try:
+        for start in range(0, count, batch_size):
+            chosen = rows[start:start + batch_size]
+            if meter is not None:
+                meter.batch(start, len(chosen), len(chosen) * calls)
+            xb = x[chosen].to(victim.device, non_blocking=True)
+            yb = y[chosen].to(victim.device, non_blocking=True)
+            outcome = run_sequence(victim.judge, xb, yb, members, generator=generator, attacker=attacker)
+            largest = max(largest, attack.threat.check(xb, outcome.x_adv, attack.name))
+            predicted = predict(victim.judge, outcome.x_adv)
+            _check_bookkeeping(attack, predicted, yb, outcome.fooled_by)
+            done = slice(start, start + len(xb))
+            fooled_by[done] = outcome.fooled_by.cpu()
+            predictions[done] = predicted.cpu()
+            targets[done] = outcome.targets.cpu()
+            if adversarials is not None:
+                adversarials[done] = outcome.x_adv.cpu()
+            if meter is not None:
+                meter.done(start + len(xb))
+    finally:
+        if meter is not None:
+            meter.close()
     return AttackedSamples(fooled_by=fooled_by, predictions=predictions, targets=targets, largest=largest,
                            queries=counter.count, adversarials=adversarials)
+
+
+def _check_bookkeeping(attack: AttackConfig, predicted: torch.Tensor, y: torch.Tensor, fooled_by: torch.Tensor) -> None:
+    """Refuse a batch whose re-classification disagrees with what the attack says it fooled."""
+    disagree = int(((predicted != y) != (fooled_by >= 0)).sum())
+    if disagree:
+        raise AttackError(
+            f"{attack.name}: re-classifying its adversarial examples disagrees with the attack's own "
+            f"bookkeeping on {disagree} of {len(y)} samples (are the model's outputs random or "
+            "batch-dependent?); the result is not reported")
 
 
 def share(mask: torch.Tensor) -> Optional[float]:
@@ -143,16 +191,15 @@ def attack_over_radii(
         started = time.perf_counter()
         carried = int((clean & (broken_by >= 0)).sum()) if attack.eps > 0 else 0
         todo = (clean & (broken_by == -1)).nonzero().squeeze(1) if attack.eps > 0 else torch.empty(0, dtype=torch.long)
-        stage, done = f"{attack.name} eps={attack.eps:g}", 0
+        stage = f"{attack.name} eps={attack.eps:g}"
 
-        def advance(batch: int, stage: str = stage, size: int = len(todo)) -> None:
-            nonlocal done
-            done += batch
-            if on_progress is not None:
-                on_progress(stage, done, size)
+        def advance(done: int, stage: str = stage, size: int = len(todo)) -> None:
+            on_progress(stage, done, size)  # type: ignore[misc]
 
+        if on_progress is not None:
+            on_progress(stage, 0, len(todo))
         outcome = attack_samples(victim, x, y, attack, rows=todo, num_classes=num_classes, batch_size=batch_size,
-                                 seed=seed, on_batch=advance)
+                                 seed=seed, on_progress=advance if on_progress is not None else None)
         fooled = outcome.fooled_by >= 0
         broken_by[todo[fooled]] = outcome.fooled_by[fooled]
         robust = clean & (broken_by == -1)

@@ -19,10 +19,12 @@ from ..options import (
     PrecisionChoice,
     PrecisionOpt,
     QueriesOpt,
+    QuietOpt,
     RunsDirOpt,
     SeedOpt,
 )
-from ..render import err, precision_note, print_json, progress_bars, say_notes, stage_progress
+from ..progress import progress_view
+from ..render import err, precision_note, print_json, say_notes
 
 
 def announce_run(model: Optional[str], runs_dir: Path) -> None:
@@ -56,6 +58,7 @@ def attack_command(
     grid: Optional[str] = typer.Option(None, "--grid", help="PNG grid of 16 adversarial images with predictions (default: beside --out)."),
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ) -> None:
     """Craft adversarial examples and save them with a picture of the model's predictions."""
     from ...evaluation.config import parse_eps
@@ -70,8 +73,8 @@ def attack_command(
     config.validate()
     announce_run(model, runs_dir)
     say_notes([auto_fallback_note(config.runtime.device)])
-    with progress_bars() as progress:
-        result = craft(config, runs_dir=runs_dir, on_progress=stage_progress(progress))
+    with progress_view(quiet) as view:
+        result = craft(config, runs_dir=runs_dir, on_progress=view.callback())
     if as_json:
         print_json(result.to_dict())
         return

@@ -16,10 +16,12 @@ from ..options import (
     JsonOpt,
     NormName,
     PrecisionChoice,
+    QuietOpt,
     RunsDirOpt,
     SeedOpt,
 )
-from ..render import print_json, progress_bars, render_report, say_notes, stage_progress
+from ..progress import progress_view
+from ..render import print_json, render_report, say_notes
 from .attack import announce_run
 
 
@@ -56,6 +58,7 @@ def eval_command(
     report_file: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON report to this file."),
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ) -> None:
     """Clean and robust accuracy (worst case per sample over the attacks), curves over eps,
     per-class figures and sanity checks; thresholds for CI gates."""
@@ -73,8 +76,8 @@ def eval_command(
     if plot is not None:
         check_plot_path(plot)
     announce_run(model, runs_dir)
-    with progress_bars() as progress:
-        report = evaluate(config, runs_dir=runs_dir, on_progress=stage_progress(progress))
+    with progress_view(quiet) as view:
+        report = evaluate(config, runs_dir=runs_dir, on_progress=view.callback())
     say_notes(report.notes)
     payload = report.to_dict()
     if report_file is not None:

@@ -24,10 +24,12 @@ from ..options import (
     OptimizerName,
     PrecisionChoice,
     PrecisionOpt,
+    QuietOpt,
     RunsDirOpt,
     SeedOpt,
 )
-from ..render import err, print_json, progress_bars, say_notes
+from ..progress import progress_view
+from ..render import err, print_json, say_notes
 
 if TYPE_CHECKING:
     from ...training.config import TrainConfig
@@ -48,7 +50,7 @@ def _architecture(arch: "ModelName", model: Optional[str]) -> str:
 
 def _reject_options_with_resume(ctx: typer.Context) -> None:
     """--resume continues with the run's saved settings; any training option given with it is an error."""
-    allowed = {"resume", "out_dir", "runs_dir", "as_json"}
+    allowed = {"resume", "out_dir", "runs_dir", "as_json", "quiet"}
     given = [param.opts[0] for param in ctx.command.params
              if param.name not in allowed and getattr(ctx.get_parameter_source(param.name), "name", None) == "COMMANDLINE"]
     if given:
@@ -82,7 +84,7 @@ def _report_training(path: Path, result: "TrainResult", command: str) -> None:
 
 def _run_training(
     config: Optional["TrainConfig"], out_dir: Optional[Path], runs_dir: Path, as_json: bool,
-    *, resume: Optional[Path] = None, command: str = "train",
+    *, resume: Optional[Path] = None, command: str = "train", quiet: bool = False,
 ) -> None:
     from ...data.spec import load_dataset
     from ...io.runs import check_run_dir_free
@@ -103,19 +105,18 @@ def _run_training(
     say_notes([auto_fallback_note(config.device)])
     if target is not None:
         check_run_dir_free(target)
-    with err.status(f"loading {config.data}"):
-        dataset = load_dataset(config.data)
-    with progress_bars() as progress, graceful_interrupt() as stop:
-        task = progress.add_task("training", total=None, info="")
+    with progress_view(quiet) as view, graceful_interrupt() as stop:
+        with view.working(f"loading {config.data}"):
+            dataset = load_dataset(config.data, on_progress=view.callback())
 
         def on_progress(p: "TrainProgress") -> None:
-            progress.update(task, total=p.iterations, completed=p.iteration,
-                            info=f"epoch {p.epoch}/{p.epochs}  loss {p.loss:.4f}" + ("  [yellow]stopping…" if stop.requested else ""))
+            view.update("training", p.iteration, p.iterations,
+                        f"epoch {p.epoch}/{p.epochs}  loss {p.loss:.4f}" + ("  stopping…" if stop.requested else ""))
             if p.validation is not None or p.epoch_loss is not None:
-                progress.console.print(_describe_progress(p), highlight=False)
+                view.message(_describe_progress(p))
             if p.warning is not None:
-                progress.console.print(f"[bold yellow]warning:[/] {render_references(p.warning, flag_names())}",
-                                       highlight=False)
+                err.print(f"[bold yellow]warning:[/] {render_references(p.warning, flag_names())}", highlight=False,
+                          soft_wrap=True)
 
         if resume is not None:
             path, result = resume_training(resume, out=out_dir, dataset=dataset, on_progress=on_progress, should_stop=stop)
@@ -155,11 +156,12 @@ def train_command(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder to create (default: runs/<timestamp>-standard)."),
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ) -> None:
     """Train a classifier the standard way (the reference example's loop and defaults)."""
     if resume is not None:
         _reject_options_with_resume(ctx)
-        _run_training(None, out_dir, runs_dir, as_json, resume=resume, command="train")
+        _run_training(None, out_dir, runs_dir, as_json, resume=resume, command="train", quiet=quiet)
         return
     from ...training.config import TrainConfig
 
@@ -167,7 +169,7 @@ def train_command(
         data=data, arch=_architecture(arch, model), epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
         seed=seed, device=device.value, method="none", optimizer=optimizer.value, lr_schedule=lr_schedule.value,
         precision=precision.value))
-    _run_training(config, out_dir, runs_dir, as_json)
+    _run_training(config, out_dir, runs_dir, as_json, quiet=quiet)
 
 
 def robust_train_command(
@@ -202,12 +204,13 @@ def robust_train_command(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder to create (default: runs/<timestamp>-robust)."),
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
 ) -> None:
     """Adversarial training (FGSM from a random start, step 1.25·eps, by default), guarded against
     catastrophic overfitting by PGD accuracy on held-out training data."""
     if resume is not None:
         _reject_options_with_resume(ctx)
-        _run_training(None, out_dir, runs_dir, as_json, resume=resume, command="robust-train")
+        _run_training(None, out_dir, runs_dir, as_json, resume=resume, command="robust-train", quiet=quiet)
         return
     from ...training.config import TrainConfig
 
@@ -217,7 +220,7 @@ def robust_train_command(
         beta=beta, replays=replays, optimizer=optimizer.value, lr_schedule=lr_schedule.value, eps_ramp=eps_ramp,
         val_split=val_split, val_every=val_every, val_iters=val_iters, collapse_drop=collapse_drop,
         on_collapse=on_collapse.value, precision=precision.value))
-    _run_training(config, out_dir, runs_dir, as_json, command="robust-train")
+    _run_training(config, out_dir, runs_dir, as_json, command="robust-train", quiet=quiet)
 
 
 def register(app: typer.Typer) -> None:
