@@ -10,14 +10,17 @@ import typer
 
 from .._version import __version__
 from .commands import attack, evaluate, export, train
+from .help import Command, Group
 from .render import out
 
 app = typer.Typer(
     name="advcli",
+    cls=Group,
     help="Train image classifiers robust to adversarial examples, attack them, measure and export them.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
 
@@ -29,13 +32,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
 ) -> None:
     """advcli: adversarial robustness from the command line."""
 
 
 for _command in (train, attack, evaluate, export):
     _command.register(app)
+for _info in app.registered_commands:
+    _info.cls = Command
 
 
 def run() -> None:
@@ -44,4 +50,4 @@ def run() -> None:
     from ..runtime.memory import keep_freed_memory
 
     keep_freed_memory()
-    app()
+    app(prog_name="advcli")  # also under `python -m advcli`, so usage lines and completion say advcli

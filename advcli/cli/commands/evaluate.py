@@ -39,7 +39,7 @@ def eval_command(
     per_class: bool = typer.Option(False, "--per-class", help="Add per-class clean and robust accuracy."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write robust accuracy against eps to this PNG."),
     sanity_samples: int = typer.Option(100, "--sanity-samples", help="Samples for the sanity checks' extra attack runs (0 skips them)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Run folder or exported .onnx file (default: the newest run under --runs-dir)."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="RUN|FILE.onnx", help="Run folder or exported .onnx file (default: the newest run under --runs-dir)."),
     backend: Optional[BackendName] = typer.Option(None, "--backend", help="torch or onnxruntime (default: follows from --model)."),
     source: Optional[str] = typer.Option(None, "--source", help="Run that crafts white-box attacks for transfer (default for ONNX: the checkpoint named in the file)."),
     data: Optional[str] = EvalDataOpt,
