@@ -12,6 +12,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "make_dataset": ".dataset",
     "DEFAULT_DATA": ".spec",
     "load_dataset": ".spec",
+    "load_recorded_dataset": ".spec",
     "parse_data_spec": ".spec",
     "resolve_data_spec": ".spec",
     "default_cache_dir": ".spec",
@@ -23,5 +24,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "DIGITS_VERSION": ".formats.digits",
 })
 
-__all__ = ["Dataset", "make_dataset", "DEFAULT_DATA", "load_dataset", "parse_data_spec", "resolve_data_spec",
+__all__ = ["Dataset", "make_dataset", "DEFAULT_DATA", "load_dataset", "load_recorded_dataset",
+           "parse_data_spec", "resolve_data_spec",
            "default_cache_dir", "select_samples", "FORMATS", "Format", "generate_digits", "digit_fonts", "DIGITS_VERSION"]

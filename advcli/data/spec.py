@@ -65,6 +65,18 @@ def resolve_data_spec(spec: str) -> str:
     return f"{name}:{os.path.abspath(os.path.expanduser(path))}"
 
 
+def load_recorded_dataset(spec: str, recorded_by: object, *, on_progress: Optional["Progress"] = None
+                          ) -> "Dataset":
+    """The dataset a run or file recorded. Runs record absolute paths; an older one recorded its path
+    as given, relative to the folder it was trained in, and only loads from there (or with `data`)."""
+    name, path = parse_data_spec(spec)
+    if path is not None and not os.path.isabs(os.path.expanduser(path)) and not os.path.exists(
+            os.path.expanduser(path)):
+        raise DataError(f"{recorded_by} recorded its data as {spec!r}, a path relative to the folder it was "
+                        f"trained in, which is not {os.getcwd()}; run from that folder or pass `data`", param="data")
+    return load_dataset(spec, on_progress=on_progress)
+
+
 def load_dataset(spec: str = DEFAULT_DATA, *, cache_dir: pathlib.Path | None = None,
                  on_progress: Optional["Progress"] = None) -> "Dataset":
     """Load the dataset named by `spec`; its `spec` is the resolved one (:func:`resolve_data_spec`).

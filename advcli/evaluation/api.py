@@ -27,7 +27,7 @@ from torch import nn
 from ..attacks.config import AttackConfig
 from ..data.dataset import Dataset
 from ..data.selection import select_samples
-from ..data.spec import load_dataset
+from ..data.spec import load_dataset, load_recorded_dataset
 from ..errors import AdvcliError
 from ..io.runs import DEFAULT_RUNS_DIR, Run, load_run, resolve_run_path
 from ..runtime.backends.onnxruntime import load_transfer_source
@@ -188,7 +188,7 @@ def load_for_evaluation(config: EvalConfig, runs_dir: Path | str = DEFAULT_RUNS_
     the run was picked automatically."""
     path, automatic = resolve_run_path(config.model, runs_dir)
     run = load_run(path, device=resolve_device(config.runtime.device))
-    dataset = load_dataset(config.data or run.data_spec)
+    dataset = load_dataset(config.data) if config.data else load_recorded_dataset(run.data_spec, run.path)
     check_fits_data(torch_classifier(run), dataset)
     return run, dataset, automatic
 
@@ -232,10 +232,10 @@ def evaluate(
         classifier, _ = load_classifier(config.model, backend=config.backend, device=config.runtime.device,
                                         runs_dir=runs_dir)
     if dataset is None:
-        spec = config.data or classifier.data_spec
-        if spec is None:
+        if config.data is None and classifier.data_spec is None:
             raise AdvcliError(f"{classifier.path} does not name its data; pass `data`", param="data")
-        dataset = load_dataset(spec, on_progress=on_progress)
+        dataset = (load_dataset(config.data, on_progress=on_progress) if config.data else
+                   load_recorded_dataset(classifier.data_spec, classifier.path, on_progress=on_progress))
     check_fits_data(classifier, dataset)
     notes = list(classifier.notes)
     source, source_notes = _transfer_source(classifier, config)

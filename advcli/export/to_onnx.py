@@ -22,7 +22,7 @@ from torch import nn
 
 from .._version import __version__
 from ..data.selection import select_samples
-from ..data.spec import load_dataset
+from ..data.spec import load_recorded_dataset
 from ..errors import AdvcliError
 from ..io.atomic import atomic_path, write_json_atomic
 from ..io.provenance import file_sha256, package_versions, utc_now
@@ -162,7 +162,7 @@ def export_onnx(
         raise AdvcliError(f"`opset` must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}", param="opset")
     if not isinstance(parity_samples, int) or parity_samples < 1:
         raise AdvcliError(f"`parity_samples` must be >= 1, got {parity_samples}", param="parity_samples")
-    dataset = load_dataset(run.data_spec)
+    dataset = load_recorded_dataset(run.data_spec, run.path)
     x_test, _ = dataset.split("test")
     x = x_test[select_samples(len(x_test), parity_samples, seed=0)]
     model = copy.deepcopy(run.model).cpu().eval()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..data.dataset import Dataset
-from ..data.spec import load_dataset
+from ..data.spec import load_dataset, resolve_data_spec
 from ..io.layout import DEFAULT_RUNS_DIR, LOSS_PLOT_FILE
 from ..io.provenance import package_versions, utc_now
 from ..io.resume import resume_files
@@ -96,6 +96,7 @@ def train(
     """
     config = (config or TrainConfig()).with_flat(**renamed_settings(overrides))
     config.validate()
+    config = config.with_flat(data=resolve_data_spec(config.data))  # found again from any folder
     kind = "standard" if config.method == "none" else "robust"
     path = Path(out) if out is not None else Path(runs_dir) / default_run_name(kind)
     check_run_dir_free(path)
