@@ -16,8 +16,15 @@ import numpy as np
 import pytest
 
 import advcli
-from advcli.reporting import (ReportInputs, build_report, load_report_inputs, render_html, render_markdown,
-                              write_html_report, write_markdown_report)
+from advcli.reporting import (
+    ReportInputs,
+    build_report,
+    load_report_inputs,
+    render_html,
+    render_markdown,
+    write_html_report,
+    write_markdown_report,
+)
 from advcli.reporting.document import ExampleGrid
 
 REPO = Path(__file__).resolve().parents[1]

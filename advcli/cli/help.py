@@ -62,9 +62,19 @@ def _definitions(formatter: Any, rows: Any, col_max: int = 30, col_spacing: int 
             formatter.write(f"{indent}{' ' * first}{line}\n")
 
 
+def _paragraphs(formatter: Any, text: str) -> None:
+    """A description, paragraph by paragraph, wrapped at spaces only."""
+    indent = " " * formatter.current_indent
+    width = max(formatter.width - formatter.current_indent, 11)
+    paragraphs = [" ".join(part.split()) for part in text.split("\n\n") if part.strip()]
+    formatter.write("\n\n".join(textwrap.fill(part, width, initial_indent=indent, subsequent_indent=indent,
+                                              break_on_hyphens=False) for part in paragraphs) + "\n")
+
+
 def _plain_help(command: Any, ctx: Any, formatter: Any, base: type) -> None:
     mode, command.rich_markup_mode = command.rich_markup_mode, None
     formatter.write_dl = lambda rows, col_max=30, col_spacing=2: _definitions(formatter, rows, col_max, col_spacing)
+    formatter.write_text = lambda text: _paragraphs(formatter, text)
     try:
         base.format_help(command, ctx, formatter)
     finally:
@@ -79,6 +89,8 @@ class Command(typer.core.TyperCommand):
         for param in self.params:
             if isinstance(param, typer.core.TyperOption):
                 param.metavar = value_name(param)
+            elif isinstance(param, typer.core.TyperArgument) and param.metavar is not None:
+                param.display_type_rich = lambda ctx: None  # its metavar says it all
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         _plain_help(self, ctx, formatter, typer.core.TyperCommand)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from .._version import __version__
-from .commands import attack, evaluate, export, train
+from .commands import attack, evaluate, export, report, train
 from .help import Command, Group
 from .render import out
 
@@ -38,7 +38,7 @@ def main(
     """advcli: adversarial robustness from the command line."""
 
 
-for _command in (train, attack, evaluate, export):
+for _command in (train, attack, evaluate, export, report):
     _command.register(app)
 for _info in app.registered_commands:
     _info.cls = Command

@@ -16,11 +16,14 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "load_report_inputs": ".inputs",
     "read_history_csv": ".inputs",
     "build_report": ".build",
+    "report_inputs": ".sources",
     "render_html": ".html",
     "render_markdown": ".markdown",
     "write_html_report": ".writing",
     "write_markdown_report": ".writing",
+    "write_report": ".writing",
 })
 
-__all__ = ["Report", "ReportInputs", "build_report", "check_verification", "load_examples", "load_report_inputs",
-           "read_history_csv", "render_html", "render_markdown", "write_html_report", "write_markdown_report"]
+__all__ = ["Report", "ReportInputs", "build_report", "report_inputs", "check_verification", "load_examples", "load_report_inputs",
+           "read_history_csv", "render_html", "render_markdown", "write_html_report", "write_markdown_report",
+           "write_report"]

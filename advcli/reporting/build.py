@@ -29,6 +29,9 @@ def build_report(inputs: ReportInputs, *, max_examples: int = MAX_EXAMPLES) -> R
     verification = check_verification(inputs.verification) if inputs.verification is not None else None
     card = model_card(inputs)
     card.blocks += [Notice(note) for note in notes]
+    if inputs.evaluation is None:
+        card.blocks.append(Notice("No evaluation was given, so this report shows no robustness figure; "
+                                  "advcli eval --report FILE.json writes one to include."))
     sections: list[Optional[Section]] = [card, training_section(inputs),
                                          *result_sections(inputs.evaluation, verification)]
     if inputs.examples is not None:

@@ -69,6 +69,9 @@ def model_card(inputs: ReportInputs) -> Section:
                                        f"seed {model.get('seed', '?')}, {metrics.get('train_seconds', '?')} s on "
                                        f"{metrics.get('device', '?')}")))
     weights = model.get("weights") if isinstance(model.get("weights"), Mapping) else {}
+    if inputs.exported is not None:
+        items.append(("Exported file", Cell(f"{inputs.exported.get('path')} ({inputs.exported.get('fingerprint')})",
+                                            code=True)))
     items += [("Weights", Cell(str(weights.get("sha256", "not recorded")), code=True)),
               ("Created", Cell(str(model.get("created", "not recorded")))),
               ("Versions", Cell(_versions(model.get("versions"))))]

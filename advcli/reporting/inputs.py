@@ -47,6 +47,7 @@ class ReportInputs:
     examples: Optional[Mapping[str, Any]] = None
     class_names: Optional[Sequence[str]] = None  # default: the model's classes
     title: Optional[str] = None
+    exported: Optional[Mapping[str, str]] = None  # the ONNX file reported on: its "path" and "fingerprint"
 
     @property
     def classes(self) -> list[str]:
@@ -91,10 +92,17 @@ def consistency_notes(inputs: ReportInputs) -> list[str]:
         claimed.append(("verification", inputs.verification.get("model_fingerprint"), "torch"))
     if inputs.examples is not None:
         claimed.append(("adversarial examples", example_meta(inputs.examples).get("model_fingerprint"), "torch"))
+    exported = inputs.exported
     for what, fingerprint, backend in claimed:
         if fingerprint is None or weights is None:
             continue
-        if backend != "torch":
+        if backend != "torch" and exported is not None:
+            if fingerprint != exported.get("fingerprint"):
+                raise AdvcliError(f"report: the {what} is of another exported file ({fingerprint}), not "
+                                  f"{exported.get('path')} ({exported.get('fingerprint')})")
+            notes.append(f"The {what} ran on the exported file under {backend}; its metadata names these "
+                         "weights as its source, and they were found with that fingerprint.")
+        elif backend != "torch":
             notes.append(f"The {what} ran on an exported {backend} model ({fingerprint}); that it was exported "
                          "from these weights is not checked here.")
         elif fingerprint != weights:

@@ -75,3 +75,19 @@ def write_markdown_report(report: Report, path: Path | str, *, images: bool = Tr
         _replace_folder(folder, files)
     _write_text(path, text)
     return path
+
+
+def write_report(report: Report, html: Path | str, *, markdown: bool = True, overwrite: bool = False
+                 ) -> dict[str, Path]:
+    """The HTML page at `html` and, with `markdown`, its twin beside it (``.md`` and ``_files/``); every
+    destination is checked before anything is written, so a refusal leaves nothing behind."""
+    html = Path(html)
+    md = html.with_suffix(".md")
+    _free(html, overwrite)
+    if markdown:
+        _free(md, overwrite)
+        _free(md.with_name(f"{md.stem}_files"), overwrite)
+    written = {"html": write_html_report(report, html, overwrite=overwrite)}
+    if markdown:
+        written["markdown"] = write_markdown_report(report, md, overwrite=overwrite)
+    return written
