@@ -17,7 +17,7 @@ from advcli.threat import ThreatModel
 @pytest.mark.parametrize("eps", [0.03, 0.1, 0.3])
 def test_perturbation_stays_in_eps_ball_and_pixel_range(name, eps, precision, linear_model, linear_batch):
     x, y = linear_batch
-    config = resolve_attack(name, eps=eps)
+    config = resolve_attack(name, eps=eps, queries=100 if ATTACKS[name].queries else None)  # any budget will do
     model = crafting_model(linear_model, precision, torch.device("cpu"))
     x_adv = config.run(model, x, y, generator=torch.Generator().manual_seed(0))
     assert x_adv.shape == x.shape

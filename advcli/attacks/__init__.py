@@ -28,7 +28,12 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "square_attack": ".methods._square",
     "auto": ".methods.auto",
     "auto_members": ".methods.auto",
+    "autoattack": ".methods.autoattack",
+    "autoattack_members": ".methods.autoattack",
+    "fab": ".methods.fab",
+    "boundary_projection": ".methods._fab",
     "run_sequence": ".sequence",
+    "run_composite": ".sequence",
     "SequenceOutcome": ".sequence",
     "choose_targets": ".targets",
     "parse_target": ".targets",
@@ -42,5 +47,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 
 __all__ = ["ATTACKS", "AttackSpec", "AttackConfig", "resolve_attack", "DEFAULT_QUERIES", "KINDS", "fgsm", "bim", "pgd",
            "apgd", "dlr_loss", "ce_loss", "apgd_ce", "apgd_dlr", "square", "square_attack", "auto", "auto_members",
-           "run_sequence", "SequenceOutcome", "choose_targets", "parse_target", "perturb", "input_gradient",
-           "success_score", "judged_scores", "best_of_restarts", "validate_attack_args"]
+           "autoattack", "autoattack_members", "fab", "boundary_projection", "run_sequence", "run_composite",
+           "SequenceOutcome", "choose_targets", "parse_target", "perturb", "input_gradient", "success_score",
+           "judged_scores", "best_of_restarts", "validate_attack_args"]

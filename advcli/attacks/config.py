@@ -35,7 +35,8 @@ class AttackSpec:
     whether it takes a target (`untargeted_reason` says why not); `queries` whether it has a Square
     query budget; `budget_is_queries` that its ``iters`` is that budget and ``alpha`` its own
     default (Square's p_init); `inits` the starts it accepts; `fixed_iters` an iteration count it
-    insists on; `members(config, num_classes)` the attacks a composite runs, in order.
+    insists on; `members(config, num_classes)` the attacks a composite runs, in order;
+    `default_queries` the Square budget when none is given.
     """
 
     run: AttackFn
@@ -49,6 +50,7 @@ class AttackSpec:
     inits: tuple[str, ...] = ("zero", "random")
     fixed_iters: Optional[int] = None
     members: Optional[Callable[["AttackConfig", int], list["AttackConfig"]]] = None
+    default_queries: int = DEFAULT_QUERIES
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -158,11 +160,11 @@ def resolve_attack(
         target = str(target).strip().lower()
         parse_target(target)
     if spec.budget_is_queries:
-        alpha, iters = None, queries or DEFAULT_QUERIES
+        alpha, iters = None, queries or spec.default_queries
     config = AttackConfig(
         name=name, threat=threat, alpha=float(defaults["alpha"] if alpha is None else alpha),
         iters=int(defaults["iters"] if iters is None else iters), restarts=restarts, init=init, target=target,
-        queries=(queries or DEFAULT_QUERIES) if spec.queries else None,
+        queries=(queries or spec.default_queries) if spec.queries else None,
     )
     if spec.fixed_iters is not None and config.iters != spec.fixed_iters:
         count = "one step" if spec.fixed_iters == 1 else f"{spec.fixed_iters} steps"

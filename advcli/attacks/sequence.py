@@ -9,8 +9,10 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from ..runtime.autocast import deciding_model
 from ..runtime.execution import attack_mode, predict
 from .config import AttackConfig
+from .core import check_inputs
 from .targets import choose_targets
 
 
@@ -61,3 +63,24 @@ def run_sequence(
         x_adv[todo] = candidate
         fooled_by[todo[fooled]] = index
     return SequenceOutcome(x_adv=x_adv, fooled_by=fooled_by, targets=targets)
+
+
+def run_composite(config: AttackConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """A composite attack (``auto``, ``autoattack``) as a plain attack function: its members in order on
+    the samples classified correctly, clean errors left as they are. Handed a reduced-precision
+    wrapper, the gradient members craft on it while its float32 model decides which samples are
+    fooled (and answers black-box queries)."""
+    check_inputs(x, y)
+    if config.eps == 0 or x.shape[0] == 0:
+        return x.detach().clone()
+    judge = deciding_model(model)
+    with torch.no_grad(), attack_mode(model):
+        logits = judge(x)
+    correct = (logits.argmax(1) == y).nonzero().squeeze(1)
+    x_adv = x.detach().clone()
+    if correct.numel():
+        outcome = run_sequence(judge, x[correct], y[correct], config.members(logits.shape[1]), generator=generator,
+                               attacker=None if judge is model else lambda member: model)
+        x_adv[correct] = outcome.x_adv
+    return x_adv

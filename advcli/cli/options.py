@@ -45,7 +45,7 @@ RunsDirOpt = typer.Option(DEFAULT_RUNS_DIR, "--runs-dir", help="Folder holding r
 ModelRunOpt = typer.Option(None, "--model", help="Run folder to use (default: the newest under --runs-dir).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress on stderr (errors, warnings and results still show).")
-QueriesOpt = typer.Option(None, "--queries", help="Square's queries per sample (square and auto; default 1000).")
+QueriesOpt = typer.Option(None, "--queries", help="Square's queries per sample (square and auto: default 1000; autoattack: 5000).")
 SeedOpt = typer.Option(0, "--seed", help="Random seed (shuffling, initialisation, random starts, subsets).")
 PrecisionOpt = typer.Option(
     PrecisionChoice("auto"), "--precision",

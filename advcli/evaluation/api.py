@@ -43,6 +43,18 @@ from .report import ClassResult, CurvePoint, EvalReport
 from .sanity import SanityInputs, run_sanity_checks
 
 
+def strength_notes(attacks: list[AttackConfig]) -> list[str]:
+    """A line for a report measured with BIM alone (the reference's evaluation, and eval's default):
+    it overestimates robustness, and a composite attack says by how much."""
+    if any(attack.spec.kind == "ensemble" for attack in attacks):
+        return []
+    bim = next((attack for attack in attacks if attack.name == "bim"), None)
+    if bim is None:
+        return []
+    return [f"BIM-{bim.iters} overestimates robustness; for a tighter figure evaluate with --attack auto (APGD and "
+            "Square), or --attack autoattack (AutoAttack's standard set)"]
+
+
 def configured(config: Optional[EvalConfig], overrides: dict[str, Any]) -> EvalConfig:
     """`config` (default: the defaults) with flat `overrides` applied, validated."""
     config = (config or EvalConfig()).with_flat(**overrides)
@@ -169,7 +181,7 @@ def evaluate_model(
         attacks=curve[-1].attacks, robust_accuracy=robust_accuracy,
         failures=_failures(config, clean_accuracy, robust_accuracy, eps_values), config=config,
         seconds=time.perf_counter() - started, curve=curve, per_class=per_class, sanity=sanity,
-        num_classes=len(classes), precision=victim.precision,
+        num_classes=len(classes), precision=victim.precision, notes=strength_notes(attacks_by_eps[-1]),
     )
 
 
@@ -252,7 +264,7 @@ def evaluate(
     )
     report.backend = classifier.backend
     report.execution_providers = classifier.execution_providers
-    report.notes = notes
+    report.notes = notes + report.notes
     report.transfer_fingerprint = source.fingerprint if source is not None else None
     return report
 

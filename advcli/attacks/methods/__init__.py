@@ -18,4 +18,5 @@ if TYPE_CHECKING:
     from ..config import AttackSpec
 
 ATTACKS: Registry["AttackSpec"] = Registry("attack", param="attack", package=__name__, error=AttackError,
-                                           order=("fgsm", "bim", "pgd", "apgd-ce", "apgd-dlr", "square", "auto"))
+                                           order=("fgsm", "bim", "pgd", "apgd-ce", "apgd-dlr", "fab", "square", "auto",
+                                                  "autoattack"))

@@ -26,7 +26,7 @@ from .attack import announce_run
 
 
 def eval_command(
-    attack: List[AttackName] = typer.Option([AttackName("bim")], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). On an ONNX file, white-box attacks are transferred from its source checkpoint; square queries the file itself. auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square (in the --norm), each on the samples still robust."),
+    attack: List[AttackName] = typer.Option([AttackName("bim")], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). On an ONNX file, white-box attacks are transferred from its source checkpoint; square queries the file itself. auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square (in the --norm); autoattack: AutoAttack's standard set (APGD-CE, APGD-T and FAB-T on 9 targets, Square with 5000 queries); each member on the samples still robust."),
     eps: str = typer.Option("0.1", "--eps", help="Radius in the --norm (a number or a fraction such as 8/255); a comma-separated list (0,0.02,0.05,0.1) gives a robustness curve (thresholds apply to the largest)."),
     norm: NormName = typer.Option(NormName("linf"), "--norm", help="Threat model: linf or l2."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01, APGD 2·eps to start)."),
@@ -34,7 +34,7 @@ def eval_command(
     restarts: int = typer.Option(1, "--restarts", help="Random restarts (need --init random); each runs on the samples still robust."),
     init: Optional[str] = typer.Option(None, "--init", help="zero or random start (default per attack)."),
     target: Optional[str] = typer.Option(None, "--target", help="Targeted attack towards a class index, random, least-likely or top-N (a sample still counts as non-robust when misclassified)."),
-    queries: Optional[int] = typer.Option(None, "--queries", help="Square's queries per sample (square and auto; default 1000, AutoAttack's standard 5000)."),
+    queries: Optional[int] = typer.Option(None, "--queries", help="Square's queries per sample (square and auto: default 1000; autoattack: 5000, AutoAttack's standard)."),
     clip: bool = typer.Option(True, "--clip/--no-clip", help="Clip adversarial images to [0, 1] (--no-clip: the reference's unclipped threat model)."),
     per_class: bool = typer.Option(False, "--per-class", help="Add per-class clean and robust accuracy."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write robust accuracy against eps to this PNG."),
