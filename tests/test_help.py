@@ -17,7 +17,7 @@ from advcli._version import __version__
 from advcli.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["train", "robust-train", "attack", "eval", "export"]
+COMMANDS = ["train", "robust-train", "attack", "eval", "export", "report"]
 OPTION_LINE = re.compile(r"^  (?:-\w, )?(?P<names>--[\w-]+(?: / --[\w-]+)?)(?: (?P<value>\S+))?(?:  |$)")
 
 
@@ -29,7 +29,8 @@ def help_text(*args: str) -> str:
 
 def command_params(name: str) -> list:
     group = typer.main.get_command(app)
-    return [param for param in group.commands[name].params if not getattr(param, "hidden", False)]
+    return [param for param in group.commands[name].params
+            if isinstance(param, typer.core.TyperOption) and not param.hidden]
 
 
 @pytest.mark.parametrize("command", [[], *([name] for name in COMMANDS)])

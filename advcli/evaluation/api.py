@@ -195,12 +195,14 @@ def check_fits_data(classifier: Classifier, dataset: Dataset) -> None:
                           param="data")
 
 
-def load_for_evaluation(config: EvalConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR) -> tuple[Run, Dataset, bool]:
-    """The run, the dataset (the run's own unless `config.data` says otherwise) and whether
-    the run was picked automatically."""
+def load_for_evaluation(config: EvalConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR,
+                        on_progress: Optional[Progress] = None) -> tuple[Run, Dataset, bool]:
+    """The run, the dataset (the run's own unless `config.data` says otherwise; `on_progress` follows
+    a download) and whether the run was picked automatically."""
     path, automatic = resolve_run_path(config.model, runs_dir)
     run = load_run(path, device=resolve_device(config.runtime.device))
-    dataset = load_dataset(config.data) if config.data else load_recorded_dataset(run.data_spec, run.path)
+    dataset = (load_dataset(config.data, on_progress=on_progress) if config.data else
+               load_recorded_dataset(run.data_spec, run.path, on_progress=on_progress))
     check_fits_data(torch_classifier(run), dataset)
     return run, dataset, automatic
 

@@ -129,7 +129,7 @@ def craft(
     eval_config = config.as_eval_config()
     (attack,) = eval_config.resolved_attacks()
     if run is None:
-        run, loaded, _ = load_for_evaluation(eval_config, runs_dir)
+        run, loaded, _ = load_for_evaluation(eval_config, runs_dir, on_progress)
         dataset = dataset or loaded
     elif dataset is None:
         raise AdvcliError("craft: pass the dataset together with the run")
