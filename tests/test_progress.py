@@ -77,8 +77,8 @@ def test_unknown_totals_and_formatting():
     view, stream, clock = plain()
     view.update("training", 0, None, "epoch 1/3")
     assert stream.getvalue().strip() == "training: 0/?, ?/s, ETA ?, 0:00 so far, epoch 1/3"
-    assert (duration(59.6), duration(3725), quantity(950), quantity(12345), quantity(4.1e6)) == \
-        ("1:00", "1:02:05", "950", "12.3k", "4.1M")
+    assert (duration(59.6), duration(3725), quantity(0.0412), quantity(3.5), quantity(950), quantity(12345),
+            quantity(4.1e6)) == ("1:00", "1:02:05", "0.041", "3.5", "950", "12.3k", "4.1M")
 
 
 def test_the_view_follows_the_terminal_and_quiet():

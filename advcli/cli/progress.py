@@ -33,11 +33,13 @@ def duration(seconds: float) -> str:
 
 
 def quantity(value: float) -> str:
-    """A count in at most four significant characters: 950, 12.3k, 4.1M."""
+    """A count in a few significant characters: 0.04, 3.5, 950, 12.3k, 4.1M."""
     for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= limit:
             return f"{value / limit:.1f}{suffix}"
-    return f"{value:.1f}" if value and abs(value) < 10 and value != int(value) else f"{value:.0f}"
+    if value and abs(value) < 1:
+        return f"{value:.2g}"
+    return f"{value:.1f}" if abs(value) < 10 and value != int(value) else f"{value:.0f}"
 
 
 class View:
