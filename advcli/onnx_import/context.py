@@ -63,7 +63,7 @@ class Ctx:
         return self.builder.method(name, receiver, *args, **kwargs)
 
     def module(self, leaf: torch.nn.Module, *args: Value) -> Value:
-        return self.builder.module(leaf, *args, hint=self.op_type)
+        return self.builder.module(leaf, *args, hint=type(leaf).__name__)
 
 
 def rank_of(value: Value) -> int:
