@@ -48,6 +48,10 @@ class ContractModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = forward_any_batch(self.network, self.to_file(x), self.fixed_batch)
+        if x.requires_grad and torch.is_grad_enabled() and not out.requires_grad:
+            # The graph cuts the gradient (an integer Cast, ArgMax...): give the attack the zero gradient
+            # the operators have, rather than an autograd error. Adding 0·Σx changes no value.
+            out = out + 0.0 * x.sum()
         return out.clamp_min(PROBABILITY_FLOOR).log() if self.log_outputs else out
 
 
