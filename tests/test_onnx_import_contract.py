@@ -190,6 +190,18 @@ def test_absurd_computed_sizes_are_refused(op_type, inputs):
         convert(make_model(nodes, (4,), opset=13, initializers=initializers))
 
 
+@pytest.mark.parametrize("nodes,initializers", [
+    ([N("Pad", ["x", "p"], ["y"])], [tensor("p", np.array([0, 0, 1 << 20, 1 << 20, 0, 0, 1 << 20, 1 << 20], np.int64))]),
+    ([N("Tile", ["x", "r"], ["y"])], [tensor("r", np.array([1, 1, 1 << 16, 1 << 16], np.int64))]),
+    ([N("Resize", ["x", "", "s"], ["y"])], [tensor("s", np.array([1, 1, 1e5, 1e5], np.float32))]),
+    ([N("MaxPool", ["x"], ["y"], kernel_shape=[1, 1], pads=[1 << 15, 1 << 15, 1 << 15, 1 << 15])], []),
+    ([N("ConvTranspose", ["x", "w"], ["y"], strides=[1 << 14, 1 << 14])], [tensor("w", np.ones((1, 1, 1, 1), np.float32))]),
+], ids=["pad", "tile", "resize", "pool-pads", "conv-transpose-strides"])
+def test_absurd_sizes_from_attributes_are_refused(nodes, initializers):
+    with pytest.raises(ConversionError, match="refusing to allocate"):
+        convert(make_model(nodes, (1, 4, 4), opset=13, initializers=initializers))
+
+
 def test_unknown_domains_and_opsets_are_refused():
     data = make_model([N("FusedConv", ["x"], ["y"], domain="com.microsoft")], (4,), opset=13)
     with pytest.raises(UnsupportedOperators, match="com.microsoft::FusedConv"):

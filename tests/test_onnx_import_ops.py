@@ -197,6 +197,12 @@ CASES = [
     ("resize-cubic", 13, X4, [N("Resize", ["x", "", "s"], ["y"], mode="cubic")], [tensor("s", np.array([1, 1, 2, 2], dtype=np.float32))]),
     ("resize-cubic-exclude", 13, X4, [N("Resize", ["x", "", "s"], ["y"], mode="cubic", exclude_outside=1, cubic_coeff_a=-0.5)],
      [tensor("s", np.array([1, 1, 1.5, 0.5], dtype=np.float32))]),
+    *[(f"old-{op.lower()}-{opset}-{mode}", opset, X4, [N(op, ["x", "s"], ["y"], mode=mode)],
+       [tensor("s", np.array([1, 1, 2, 1.5], dtype=np.float32))])
+      for op, opset in (("Upsample", 9), ("Resize", 10)) for mode in ("nearest", "linear")],
+    ("old-slice-10", 10, X4, [N("Slice", ["x", "a", "b", "c"], ["y"])], [tensor("a", i64(1)), tensor("b", i64(4)), tensor("c", i64(3))]),
+    ("old-pad-9", 9, X4, [N("Pad", ["x"], ["y"], pads=[0, 0, 1, 2, 0, 0, 2, 1], value=0.5)], []),
+    ("old-reducemean-9", 9, X4, [N("ReduceMean", ["x"], ["y"], axes=[2])], []),
     ("resize-dynamic-sizes", 13, X4, [N("Shape", ["x"], ["shape"]), N("Slice", ["shape", "z", "two"], ["nc"]),
                                       N("Concat", ["nc", "hw"], ["sizes"], axis=0), N("Resize", ["x", "", "", "sizes"], ["y"], mode="nearest")],
      [tensor("z", i64(0)), tensor("two", i64(2)), tensor("hw", i64(10, 3))]),

@@ -100,9 +100,26 @@ def normalise(proto: Any) -> tuple[Any, int, list[str]]:
             proto = onnx.version_converter.convert_version(proto, UPGRADE_TO)
         except Exception as error:  # the converter raises bare RuntimeErrors and ValueErrors
             raise ConversionError(f"opset {opset} could not be upgraded to {UPGRADE_TO}: {' '.join(str(error).split())[:200]}") from None
+        _keep_old_resize_semantics(proto)
         notes.append(f"opset {opset} graph upgraded in memory to opset {UPGRADE_TO}")
         opset = default_opset(proto)
     return proto, opset, notes
+
+
+def _keep_old_resize_semantics(proto: Any) -> None:
+    """Upsample and Resize before opset 11 map output to input coordinates as x / scale and round
+    down; the version converter writes opset-11 Resize nodes without saying so, which would mean
+    half_pixel and round_prefer_floor. Say it."""
+    from onnx import helper
+
+    for node in proto.graph.node:
+        if node.op_type != "Resize":
+            continue
+        names = {attribute.name for attribute in node.attribute}
+        if "coordinate_transformation_mode" not in names:
+            node.attribute.append(helper.make_attribute("coordinate_transformation_mode", "asymmetric"))
+        if "nearest_mode" not in names:
+            node.attribute.append(helper.make_attribute("nearest_mode", "floor"))
 
 
 def check_tensor(tensor: Any) -> None:

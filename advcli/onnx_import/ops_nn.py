@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .context import Ctx, dim_item, normalise_axis, op, rank_of, reshape, resolve_pads, static_shape, torch_pads
-from .values import Const, Dyn, Value
+from .values import Const, Dyn, Value, check_elements
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -42,6 +42,8 @@ def _window(ctx: Ctx, x: Value, kernel: list[int]) -> tuple[list[int], list[int]
     dilations = list(ctx.attr("dilations", [1] * count))
     pads = resolve_pads(ctx, ctx.attr("auto_pad", "NOTSET"), list(ctx.attr("pads", [])) or None,
                         static_shape(x)[2:], kernel, strides, dilations)
+    check_elements([(s or 1) + b + e for s, b, e in zip(static_shape(x), [0, 0] + pads[:count], [0, 0] + pads[count:])],
+                   f"{ctx.op_type} padded input")
     return strides, dilations, pads[:count], pads[count:]
 
 
@@ -87,6 +89,7 @@ def conv_transpose(ctx: Ctx, x: Value, weight: Value, bias: Optional[Value] = No
     if any(s is None for s in sizes):
         raise ctx.error("ConvTranspose needs static spatial sizes")
     full = [s * (n - 1) + (k - 1) * d + 1 for n, k, s, d in zip(sizes, kernel, strides, dilations)]  # type: ignore[operator]
+    check_elements([static_shape(x)[0] or 1, w.shape[1] * groups, *full], "ConvTranspose output")
     auto_pad, wanted = ctx.attr("auto_pad", "NOTSET"), ctx.attr("output_shape")
     if wanted is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         targets = list(wanted)[-count:] if wanted is not None else [n * s for n, s in zip(sizes, strides)]  # type: ignore[operator]

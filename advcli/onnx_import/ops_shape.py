@@ -253,7 +253,9 @@ def expand(ctx: Ctx, x: Value, target: Value) -> Value:
 
 @op("Tile")
 def tile(ctx: Ctx, x: Value, repeats: Value) -> Value:
-    return ctx.method("repeat", tensor_of(ctx, x), ctx.ints(repeats, "repeats"))
+    counts = ctx.ints(repeats, "repeats")
+    check_elements([(size or 1) * count for size, count in zip(static_shape(x), counts)], "Tile output")
+    return ctx.method("repeat", tensor_of(ctx, x), counts)
 
 
 @op("Split")
@@ -293,6 +295,7 @@ def pad(ctx: Ctx, x: Value, pads: Optional[Value] = None, value: Optional[Value]
     begins, ends = [0] * rank, [0] * rank
     for i, axis in enumerate(axis_list):
         begins[axis], ends[axis] = amounts[i], amounts[i + len(axis_list)]
+    check_elements([max(0, (size or 1) + b + e) for size, b, e in zip(static_shape(x), begins, ends)], "Pad output")
     padded = [a for a in range(rank) if begins[a] or ends[a]]
     if not padded:
         return x

@@ -137,6 +137,7 @@ def resize(ctx: Ctx, x: Value, roi: Optional[Value] = None, scales: Optional[Val
         scales = None
     outs, factors = _output_sizes(ctx, x, scales, sizes)
     rank, shape_in = rank_of(x), static_shape(x)
+    check_elements([max(size, 1) for size in outs], "Resize output")
     for axis in range(rank):
         size_in, size_out = shape_in[axis], outs[axis]
         if size_in is None or (size_out == size_in and factors[axis] == 1.0):
