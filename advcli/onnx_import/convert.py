@@ -20,7 +20,7 @@ from . import ops_math, ops_nn, ops_shape, resize  # noqa: F401  (they register 
 from .context import OPS, Ctx
 from .errors import ConversionError, UnsupportedOperators
 from .loading import TORCH_DTYPES, ModelSource, attributes, normalise, read_model, to_torch
-from .values import Const, Dyn, GraphBuilder, Sym, Value, check_elements
+from .values import Const, Dyn, GraphBuilder, Value, check_elements
 
 QUANTIZED_OPS = frozenset({
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
@@ -207,4 +207,4 @@ def forward_any_batch(module: nn.Module, x: torch.Tensor, fixed_batch: Optional[
     return torch.cat(outputs)
 
 
-__all__ = ["ConvertedModel", "convert", "forward_any_batch", "QUANTIZED_OPS", "Sym"]
+__all__ = ["ConvertedModel", "convert", "forward_any_batch", "QUANTIZED_OPS"]
