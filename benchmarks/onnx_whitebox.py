@@ -58,14 +58,15 @@ def train_torch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
 
 class KerasLike(nn.Module):
     """The network keras_style_file writes: conv 5x5 stride 2 SAME (on 28x28: one row and column
-    before, two after) - ReLU - spatial mean - dense."""
+    before, two after) - ReLU - flattened in NHWC order - dense."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv, self.dense = nn.Conv2d(1, 32, 5, stride=2), nn.Linear(32, 10)
+        self.conv, self.dense = nn.Conv2d(1, 16, 5, stride=2), nn.Linear(16 * 14 * 14, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense(torch.relu(self.conv(nn.functional.pad(x, (1, 2, 1, 2)))).mean((2, 3)))
+        features = torch.relu(self.conv(nn.functional.pad(x, (1, 2, 1, 2))))
+        return self.dense(features.permute(0, 2, 3, 1).flatten(1))
 
 
 class MatlabLike(nn.Module):
@@ -85,50 +86,69 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy().astype(np.float32)
 
 
-def build_files(x: torch.Tensor, y: torch.Tensor, spec: str, folder: Path, epochs: int) -> list[dict[str, Any]]:
-    """Train each network and write its file; returns name, bytes or path, and contract per file."""
-    files: list[dict[str, Any]] = []
-    example = x[:1]
+def file_recipes(x: torch.Tensor, y: torch.Tensor, spec: str, folder: Path, epochs: int) -> list[dict[str, Any]]:
+    """Each file: what it is, and how to train its network and write it (run only when measured)."""
+    trained: dict[str, Any] = {}
 
-    def add(name: str, exporter: str, opset: Any, architecture: str, data: Callable[[], Any],
-            contract: InputContract = InputContract()):
-        entry = {"name": name, "exporter": exporter, "opset": opset, "architecture": architecture, "contract": contract}
-        try:
-            entry["data"] = data()
-        except Exception as error:  # an exporter's own failure is a result too
-            entry["error"] = f"export failed: {type(error).__name__}: {' '.join(str(error).split())[:200]}"
-        files.append(entry)
+    def once(key: str, make: Callable[[], Any]) -> Any:
+        if key not in trained:
+            trained[key] = make()
+        return trained[key]
 
-    for method in ("none", "fgsm-rs"):
+    def seed_cnn(method: str) -> Path:
         run_path, _ = advcli.train(data=spec, model="seed-cnn", epochs=epochs, device="cpu", method=method,
                                    eps=0.1 if method != "none" else 0.0, out=folder / f"seed-{method}")
-        exported = advcli.export_onnx(advcli.load_run(run_path), folder / f"seed-{method}.onnx", parity_samples=64)
-        add(f"advcli seed-cnn ({'standard' if method == 'none' else 'FGSM-RS eps 0.1'})", "advcli.export_onnx",
-            18, "seed-cnn", lambda: exported.path)
-    cnn = train_torch(BatchNormCNN(1, 28), x, y, epochs)
-    add("BatchNorm CNN", "torch legacy", 11, "conv-bn-pool-conv-fc-bn1d-fc", lambda: export_legacy(cnn, example, 11))
-    resnet = train_torch(Normalised(SmallResNet(1), (0.13,), (0.31,)), x, y, epochs, seed=1)
-    add("residual net, Sub/Div front", "torch legacy", 17, "2 residual blocks + GAP", lambda: export_legacy(resnet, example, 17))
-    if importlib.util.find_spec("onnxscript") is not None:
-        add("BatchNorm CNN + Softmax", "torch dynamo", 18, "conv-bn-pool-conv-fc-bn1d-fc-softmax",
-            lambda: export_dynamo(WithSoftmax(cnn), x[:2], 18))
-        add("residual net, Sub/Div front", "torch dynamo", 26, "2 residual blocks + GAP",
-            lambda: export_dynamo(resnet, x[:2], 26))
+        return advcli.export_onnx(advcli.load_run(run_path), folder / f"seed-{method}.onnx", parity_samples=64).path
+
+    def cnn() -> nn.Module:
+        return once("cnn", lambda: train_torch(BatchNormCNN(1, 28), x, y, epochs))
+
+    def resnet() -> nn.Module:
+        return once("resnet", lambda: train_torch(Normalised(SmallResNet(1, flatten_to=14), (0.13,), (0.31,)), x, y, epochs, seed=1))
+
+    def keras() -> bytes:
+        net = train_torch(KerasLike(), x, y, epochs, seed=2)
+        return keras_style_file(_np(net.conv.weight), _np(net.conv.bias), _np(net.dense.weight), _np(net.dense.bias), 28)
+
+    def matlab() -> bytes:
+        mean_image = x[:1000].mean(0)
+        net = train_torch(MatlabLike(mean_image), x, y, epochs, seed=3)
+        return matlab_style_file(_np(mean_image), _np(net.conv.weight), _np(net.conv.bias), _np(net.fc.weight), _np(net.fc.bias))
+
+    example, pair = x[:1], x[:2]
+    recipes = [
+        ("advcli seed-cnn (standard)", "advcli.export_onnx", 18, "seed-cnn", lambda: seed_cnn("none"), InputContract()),
+        ("advcli seed-cnn (FGSM-RS eps 0.1)", "advcli.export_onnx", 18, "seed-cnn", lambda: seed_cnn("fgsm-rs"), InputContract()),
+        ("BatchNorm CNN", "torch legacy", 11, "conv-relu-bn-pool-conv-fc-bn1d-fc", lambda: export_legacy(cnn(), example, 11),
+         InputContract()),
+        ("residual net, Sub/Div front", "torch legacy", 17, "stem + 2 residual blocks + fc",
+         lambda: export_legacy(resnet(), example, 17), InputContract()),
+        ("BatchNorm CNN + Softmax", "torch dynamo", 18, "conv-relu-bn-pool-conv-fc-bn1d-fc-softmax",
+         lambda: export_dynamo(WithSoftmax(cnn()), pair, 18), InputContract()),
+        ("residual net, Sub/Div front", "torch dynamo", 26, "stem + 2 residual blocks + fc",
+         lambda: export_dynamo(resnet(), pair, 26), InputContract()),
         # The same residual net, its normalisation left to the contract (outside the file).
-        add("residual net, mean/std in the contract", "torch dynamo", 26, "2 residual blocks + GAP",
-            lambda: export_dynamo(resnet.inner, x[:2], 26), InputContract(mean=(0.13,), std=(0.31,)))
-    add("BatchNorm CNN, uint8 input", "torch legacy", 13, "Cast-Div front + BatchNorm CNN",
-        lambda: export_legacy(Byte255(cnn), (example * 255).to(torch.uint8), 13), InputContract(input_range=(0, 255)))
-    keras = train_torch(KerasLike(), x, y, epochs, seed=2)
-    add("tf2onnx-style NHWC + Softmax", "hand-written (tf2onnx style)", 13, "Transpose-conv-ReLU-mean-dense-softmax",
-        lambda: keras_style_file(_np(keras.conv.weight), _np(keras.conv.bias), _np(keras.dense.weight), _np(keras.dense.bias), 28),
-        InputContract(layout="nhwc"))
-    mean_image = x[:1000].mean(0)
-    matlab = train_torch(MatlabLike(mean_image), x, y, epochs, seed=3)
-    add("exportONNXNetwork-style, batch fixed at 1", "hand-written (MATLAB style)", 9, "mean-conv-bn-relu-pool-fc-softmax",
-        lambda: matlab_style_file(_np(mean_image), _np(matlab.conv.weight), _np(matlab.conv.bias), _np(matlab.fc.weight),
-                          _np(matlab.fc.bias)))
-    return files
+        ("residual net, mean/std in the contract", "torch dynamo", 26, "stem + 2 residual blocks + fc",
+         lambda: export_dynamo(resnet().inner, pair, 26), InputContract(mean=(0.13,), std=(0.31,))),
+        ("BatchNorm CNN, uint8 input", "torch legacy", 13, "Cast-Div front + BatchNorm CNN",
+         lambda: export_legacy(Byte255(cnn()), (example * 255).to(torch.uint8), 13), InputContract(input_range=(0, 255))),
+        ("tf2onnx-style NHWC + Softmax", "hand-written (tf2onnx style)", 13, "Transpose-conv-Transpose-Reshape-dense-softmax",
+         keras, InputContract(layout="nhwc")),
+        ("exportONNXNetwork-style, batch fixed at 1", "hand-written (MATLAB style)", 9, "mean-conv-bn-relu-pool-fc-softmax",
+         matlab, InputContract()),
+    ]
+    dynamo = importlib.util.find_spec("onnxscript") is not None
+    return [{"name": name, "exporter": exporter, "opset": opset, "architecture": architecture, "make": make,
+             "contract": contract} for name, exporter, opset, architecture, make, contract in recipes
+            if dynamo or exporter != "torch dynamo"]
+
+
+def written(entry: dict[str, Any]) -> dict[str, Any]:
+    """`entry` with its file, or with the exporter's failure (itself a result)."""
+    try:
+        return {**entry, "data": entry["make"]()}
+    except Exception as error:
+        return {**entry, "error": f"export failed: {type(error).__name__}: {' '.join(str(error).split())[:200]}"}
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -148,6 +168,7 @@ def measure(entry: dict[str, Any], x: torch.Tensor, y: torch.Tensor, eps: float,
     judge, grid = box.judge, box.integer_grid
     if grid:
         x = torch.round(x * 255) / 255
+    budget = box.attack_eps(eps)
 
     def judged(x_adv: torch.Tensor) -> torch.Tensor:
         if grid:
@@ -155,16 +176,16 @@ def measure(entry: dict[str, Any], x: torch.Tensor, y: torch.Tensor, eps: float,
         return judge.predict(x_adv) == y
 
     clean = judge.predict(x) == y
-    pgd, pgd_s = timed(lambda: judged(advcli.pgd(box.model, x, y, eps=eps, steps=steps, generator=torch.Generator().manual_seed(0))))
-    apgd, apgd_s = timed(lambda: judged(advcli.apgd(box.model, x, y, eps=eps, steps=steps, generator=torch.Generator().manual_seed(0))))
-    square, square_s = timed(lambda: judged(advcli.square_attack(judge, x, y, eps=eps, queries=queries,
+    pgd, pgd_s = timed(lambda: judged(advcli.pgd(box.model, x, y, eps=budget, steps=steps, generator=torch.Generator().manual_seed(0))))
+    apgd, apgd_s = timed(lambda: judged(advcli.apgd(box.model, x, y, eps=budget, steps=steps, generator=torch.Generator().manual_seed(0))))
+    square, square_s = timed(lambda: judged(advcli.square_attack(judge, x, y, eps=budget, queries=queries,
                                                                  generator=torch.Generator().manual_seed(0))[0]))
     white = clean & pgd & apgd
     return {
         **described, "convert_s": box.converted.seconds, "white_box_setup_s": box_seconds,
         "parity_max_abs_diff": box.parity.max_abs_diff, "parity_relative_diff": box.parity.relative_diff,
         "parity_argmax_agreement": box.parity.argmax_agreement, "softmax_cut": box.converted.softmax_cut,
-        "notes": box.notes, "samples": len(x), "clean": float(clean.float().mean()),
+        "notes": box.notes, "attack_eps": budget, "samples": len(x), "clean": float(clean.float().mean()),
         "pgd": float((clean & pgd).float().mean()), "pgd_s": pgd_s, "apgd": float((clean & apgd).float().mean()),
         "apgd_s": apgd_s, "white_box": float(white.float().mean()), "square": float((clean & square).float().mean()),
         "square_s": square_s, "all": float((white & square).float().mean()),
@@ -180,6 +201,7 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--only", default="", help="measure only files whose name contains this text")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -190,11 +212,14 @@ def main() -> None:
     subset = folder / "mnist-subset.npz"
     np.savez(subset, x_train=(x_train[:args.train, 0] * 255).round().to(torch.uint8).numpy(), y_train=y_train[:args.train].numpy(),
              x_test=(x_test[:2000, 0] * 255).round().to(torch.uint8).numpy(), y_test=y_test[:2000].numpy())
-    files, build_s = timed(lambda: build_files(x_train[:args.train], y_train[:args.train], f"npz:{subset}", folder, args.epochs))
+    recipes = file_recipes(x_train[:args.train], y_train[:args.train], f"npz:{subset}", folder, args.epochs)
     x, y = x_test[:args.samples], y_test[:args.samples]
     rows = []
-    for entry in files:
-        row = measure(entry, x, y, args.eps, args.steps, args.queries)
+    for recipe in recipes:
+        if args.only not in recipe["name"]:
+            continue
+        entry, build_s = timed(lambda: written(recipe))
+        row = {**measure(entry, x, y, args.eps, args.steps, args.queries), "train_and_export_s": build_s}
         rows.append(row)
         if "error" in row:
             print(f"{row['name']:<44} {row['exporter']:<28} opset {row['opset']:<3} {row['error']}", flush=True)
@@ -205,7 +230,7 @@ def main() -> None:
               f"Square {row['square']:.3f} ({row['square_s']:.1f}s) all {row['all']:.3f}", flush=True)
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
-        args.json.write_text(json.dumps({"settings": settings, "build_s": build_s, "files": rows,
+        args.json.write_text(json.dumps({"settings": settings, "files": rows,
                                          "versions": {"torch": torch.__version__}}, indent=2, default=str))
 
 

@@ -47,23 +47,27 @@ class BatchNormCNN(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    """A stem and two residual blocks (identity and strided 1x1 shortcut), global average pool, Linear."""
+    """A stem and two residual blocks (identity and strided 1x1 shortcut), then global average pool and
+    Linear, or (`flatten_to`: the features' spatial size) a Linear on the flattened features."""
 
-    def __init__(self, channels: int = 3, classes: int = 10) -> None:
+    def __init__(self, channels: int = 3, classes: int = 10, flatten_to: int = 0) -> None:
         super().__init__()
+        self.flatten_to = flatten_to
         self.stem = nn.Conv2d(channels, 8, 3, padding=1, bias=False)
         self.bn0 = nn.BatchNorm2d(8)
         self.conv1 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(8)
         self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
         self.shortcut = nn.Conv2d(8, 16, 1, stride=2)
-        self.fc = nn.Linear(16, classes)
+        self.fc = nn.Linear(16 * max(flatten_to, 1) ** 2, classes)
         _randomise_batch_norms(self, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.bn0(self.stem(x)))
         x = torch.relu(self.bn1(self.conv1(x))) + x
         x = torch.relu(self.conv2(x) + self.shortcut(x))
+        if self.flatten_to:
+            return self.fc(x.reshape(x.shape[0], -1))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
@@ -137,18 +141,21 @@ def identity_weights_file(seed: int = 0, classes: int = 10, opset: int = 13) -> 
 
 def keras_style_file(conv_w: np.ndarray, conv_b: np.ndarray, fc_w: np.ndarray, fc_b: np.ndarray,
                      size: int, opset: int = 13) -> bytes:
-    """A tf2onnx-style file: NHWC input with a symbolic batch, Transpose to NCHW, Conv, Relu,
-    ReduceMean over space, MatMul + Add, Softmax."""
+    """A tf2onnx-style file: NHWC input with a symbolic batch, Transpose to NCHW around the Conv (SAME,
+    stride 2), Relu, back to NHWC, Reshape to [-1, features] by a constant shape, MatMul + Add, Softmax.
+    `fc_w` is (classes, features) with features in NHWC order."""
     node = helper.make_node
     nodes = [
         node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
         node("Conv", ["t", "k", "kb"], ["c"], kernel_shape=list(conv_w.shape[2:]), auto_pad="SAME_UPPER", strides=[2, 2]),
         node("Relu", ["c"], ["r"]),
-        node("ReduceMean", ["r"], ["m"], axes=[2, 3], keepdims=0),
-        node("MatMul", ["m", "dense"], ["d"]), node("Add", ["d", "dense_bias"], ["logits"]),
+        node("Transpose", ["r"], ["back"], perm=[0, 2, 3, 1]),
+        node("Reshape", ["back", "flat_shape"], ["flat"]),
+        node("MatMul", ["flat", "dense"], ["d"]), node("Add", ["d", "dense_bias"], ["logits"]),
         node("Softmax", ["logits"], ["y"], axis=-1),
     ]
-    initializers = [tensor("k", conv_w), tensor("kb", conv_b), tensor("dense", fc_w.T.copy()), tensor("dense_bias", fc_b)]
+    initializers = [tensor("k", conv_w), tensor("kb", conv_b), tensor("flat_shape", np.array([-1, fc_w.shape[1]], np.int64)),
+                    tensor("dense", fc_w.T.copy()), tensor("dense_bias", fc_b)]
     return _file(nodes, ["unk__12", size, size, conv_w.shape[1]], initializers, opset)
 
 

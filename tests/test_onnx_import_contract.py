@@ -9,13 +9,14 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+import advcli
 from advcli.errors import AdvcliError
 from advcli.onnx_import import (MAX_ELEMENTS, ConversionError, InputContract, ParityRefused, PixelToFile,
-                                UnsupportedOperators, convert, masking_summary, non_differentiable_ops,
+                                UnsupportedOperators, convert, grid_eps, masking_summary, non_differentiable_ops,
                                 round_to_grid, to_grid, white_box)
 from advcli.onnx_import import context
 from onnx_import_helpers import export_legacy, make_model, tensor
-from onnx_import_models import SmallResNet
+from onnx_import_models import BatchNormCNN, Byte255, SmallResNet
 
 N = helper.make_node
 
@@ -69,6 +70,17 @@ def test_round_to_grid_stays_on_the_grid_and_inside_eps(norm):
     if norm == "linf":  # a change of at least half a step survives the rounding
         steps = torch.round((x_adv - x) * 255).clamp(-7, 7)
         assert torch.equal(rounded, (torch.round(x * 255) + steps).clamp(0, 255) / 255)
+
+
+def test_square_at_the_grid_budget_needs_no_rounding(one_thread):
+    data = export_legacy(Byte255(BatchNormCNN()).eval(), (pixels(1, 1, 12, 12) * 255).to(torch.uint8), 13)
+    x = to_grid(pixels(8, 1, 12, 12))
+    box = white_box(data, x, contract=InputContract(input_range=(0, 255)))
+    assert box.attack_eps(0.1) == grid_eps(0.1) == 25 / 255 and box.attack_eps(0.5, norm="l2") == 0.5
+    y = box.judge.predict(x)
+    x_adv, _ = advcli.square_attack(box.judge, x, y, eps=box.attack_eps(0.1), queries=20,
+                                    generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(round_to_grid(x_adv, x, eps=0.1), x_adv, atol=1e-6)  # what Square saw is what is judged
 
 
 def test_eps_below_one_grid_step_changes_nothing():

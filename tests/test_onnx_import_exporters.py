@@ -161,7 +161,7 @@ def test_identity_passed_weights(one_thread):
 def test_keras_style_nhwc_file_with_softmax(one_thread):
     rng = np.random.default_rng(0)
     data = keras_style_file(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), np.zeros(8, np.float32),
-                            rng.standard_normal((10, 8)).astype(np.float32), np.zeros(10, np.float32), size=12)
+                            rng.standard_normal((10, 8 * 6 * 6)).astype(np.float32), np.zeros(10, np.float32), size=12)
     box = white_box(data, pixels(6, 3, 12, 12), contract=InputContract(layout="nhwc"))
     assert box.converted.softmax_cut and box.parity.passed
 

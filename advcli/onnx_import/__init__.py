@@ -7,7 +7,7 @@ layout, outputs) so that attacks stay in advcli's pixel space [0, 1] NCHW, and o
 file (:class:`OnnxJudge`) judges every counted prediction. :func:`white_box` does all three.
 """
 
-from .contract import InputContract, PixelToFile, round_to_grid, to_grid
+from .contract import InputContract, PixelToFile, grid_eps, round_to_grid, to_grid
 from .convert import ConvertedModel, convert, forward_any_batch
 from .errors import ConversionError, ParityRefused, UnsupportedOperators
 from .judge import OnnxJudge
@@ -18,7 +18,7 @@ from .values import MAX_ELEMENTS
 from .whitebox import ContractModule, WhiteBox, white_box
 
 __all__ = [
-    "InputContract", "PixelToFile", "round_to_grid", "to_grid",
+    "InputContract", "PixelToFile", "grid_eps", "round_to_grid", "to_grid",
     "ConvertedModel", "convert", "forward_any_batch",
     "ConversionError", "ParityRefused", "UnsupportedOperators",
     "OnnxJudge", "MIN_OPSET", "MAX_OPSET", "MAX_ELEMENTS",

@@ -111,6 +111,16 @@ def to_grid(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x * GRID) / GRID
 
 
+def grid_eps(eps: float) -> float:
+    """The largest L-inf budget a uint8 file can realise within `eps`: whole grid steps, floor(eps·255)/255.
+
+    Attacks on such a file should run at this budget: their points then need no shrinking when
+    :func:`round_to_grid` puts them on the grid (Square's ±eps corners land on it exactly), whereas a
+    point found at eps itself and shrunk afterwards may no longer fool the model.
+    """
+    return math.floor(eps * GRID + 1e-6) / GRID
+
+
 def round_to_grid(x_adv: torch.Tensor, x: torch.Tensor, *, eps: float, norm: str = "linf") -> torch.Tensor:
     """Adversarial images moved onto the k/255 grid without leaving the eps-ball around the grid image `x`.
 

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .contract import InputContract, PixelToFile
+from .contract import InputContract, PixelToFile, grid_eps
 from .convert import ConvertedModel, convert, forward_any_batch
 from .errors import ConversionError, ParityRefused
 from .judge import PROBABILITY_FLOOR, OnnxJudge
@@ -67,6 +67,10 @@ class WhiteBox:
     masking: list[MaskingFinding]
     integer_grid: bool  # the file takes uint8: adversarial images must be rounded (round_to_grid)
     notes: list[str] = field(default_factory=list)
+
+    def attack_eps(self, eps: float, norm: str = "linf") -> float:
+        """The budget to attack with: `eps`, or on a uint8 file under L-inf its whole grid steps (grid_eps)."""
+        return grid_eps(eps) if self.integer_grid and norm == "linf" else eps
 
 
 def _outputs_are_probabilities(contract: InputContract, converted: ConvertedModel, probability_like: bool,
@@ -121,7 +125,8 @@ def white_box(source: ModelSource, x: torch.Tensor, *, contract: InputContract =
         notes.append(masking_summary(masking))
     if judge.integer_input:
         notes.append("the file takes uint8 images: an integer threat model; adversarial images are rounded to the "
-                     "k/255 grid (round_to_grid) before they are judged, and eps below 1/255 changes nothing")
+                     "k/255 grid (round_to_grid) before they are judged; attack at attack_eps(eps), whole grid steps "
+                     "(eps below 1/255 changes nothing)")
     model = ContractModule(converted, contract, channels, log_outputs).eval()
     return WhiteBox(model=model, judge=judge, converted=converted, parity=report, contract=contract,
                     masking=masking, integer_grid=judge.integer_input, notes=notes)
