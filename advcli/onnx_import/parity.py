@@ -68,11 +68,16 @@ def parity_gate(converted: ConvertedModel, judge: OnnxJudge, x: torch.Tensor, co
     check_logits = converted.softmax_cut and converted.pre_softmax_name in judge.output_names
     names = [judge.output_names[0]] + ([converted.pre_softmax_name] if check_logits else [])
     reference = [judge.run(batch, names) for batch in batches]
-    with torch.no_grad():
-        module = converted.module.cpu()
-        ours = [forward_any_batch(module, to_file(batch), converted.fixed_batch).float().numpy() for batch in batches]
-        logits = [forward_any_batch(converted.logits_module.cpu(), to_file(batch), converted.fixed_batch).float().numpy()
-                  for batch in batches] if check_logits else []
+    device = next(iter([*converted.module.parameters(), *converted.module.buffers()]), x).device
+    to_file = to_file.to(device)
+
+    def run(module: torch.nn.Module) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [forward_any_batch(module, to_file(batch.to(device)), converted.fixed_batch).float().cpu().numpy()
+                    for batch in batches]
+
+    ours = run(converted.module)
+    logits = run(converted.logits_module) if check_logits else []
     expected = [ref[0] for ref in reference]
     max_diff, scale = _relative(ours, expected)
     relative = max_diff / max(scale, 1e-12)
