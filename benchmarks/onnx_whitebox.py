@@ -30,7 +30,7 @@ from torch import nn
 
 import advcli
 from advcli.errors import AdvcliError
-from advcli.onnx_import import InputContract, round_to_grid, white_box
+from advcli.runtime.onnx_import import InputContract, round_to_grid, white_box
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the third-party file styles the tests build

@@ -11,10 +11,10 @@ from onnx import TensorProto, helper
 
 import advcli
 from advcli.errors import AdvcliError
-from advcli.onnx_import import (MAX_ELEMENTS, ConversionError, InputContract, ParityRefused, PixelToFile,
+from advcli.runtime.onnx_import import (MAX_ELEMENTS, ConversionError, InputContract, ParityRefused, PixelToFile,
                                 UnsupportedOperators, convert, grid_eps, masking_summary, non_differentiable_ops,
                                 round_to_grid, to_grid, white_box)
-from advcli.onnx_import import context
+from advcli.runtime.onnx_import import context
 from onnx_import_helpers import export_legacy, make_model, tensor
 from onnx_import_models import BatchNormCNN, Byte255, SmallResNet
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from advcli.onnx_import import InputContract, UnsupportedOperators, convert, white_box
+from advcli.runtime.onnx_import import InputContract, UnsupportedOperators, convert, white_box
 from onnx_import_helpers import export_dynamo, export_legacy, make_model, onnx_opsets, tensor
 from onnx_import_models import (BatchNormCNN, Byte255, ChannelsLast, Normalised, SmallResNet, WithSoftmax,
                                 identity_weights_file, keras_style_file, matlab_style_file)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from advcli.onnx_import import convert
-from advcli.onnx_import.context import OPS
+from advcli.runtime.onnx_import import convert
+from advcli.runtime.onnx_import.context import OPS
 from onnx_import_helpers import make_model, ort_run, relative_error, seeded, tensor
 
 N = helper.make_node

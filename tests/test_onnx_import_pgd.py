@@ -18,7 +18,7 @@ import torch
 
 import advcli
 from advcli.data import generate_digits
-from advcli.onnx_import import white_box
+from advcli.runtime.onnx_import import white_box
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,9 @@ def exported_seed_cnn(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("attack,options", [
-    (advcli.pgd, {"steps": 10}),
-    (advcli.pgd, {"steps": 5, "norm": "l2"}),
-    (advcli.apgd, {"steps": 10}),
+    (advcli.pgd, {"iters": 10}),
+    (advcli.pgd, {"iters": 5, "norm": "l2"}),
+    (advcli.apgd, {"iters": 10}),
 ])
 def test_attacks_on_the_converted_file_equal_attacks_on_the_original(exported_seed_cnn, attack, options, one_thread):
     run, path, x, y = exported_seed_cnn

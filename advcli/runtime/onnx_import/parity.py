@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .contract import InputContract, PixelToFile
-from .convert import ConvertedModel, forward_any_batch
+from .converter import ConvertedModel, forward_any_batch
 from .judge import OnnxJudge
 
 PARITY_TOLERANCE = 1e-4

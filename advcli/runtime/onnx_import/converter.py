@@ -107,7 +107,7 @@ def convert(source: ModelSource, *, input_dims: Optional[Sequence[int]] = None) 
     """Convert an ONNX classifier (path, bytes or ModelProto) to torch; see :class:`ConvertedModel`.
 
     `input_dims` gives the image input's non-batch sizes when the file leaves them symbolic.
-    Raises :class:`~advcli.onnx_import.errors.ConversionError` (one line) when the graph cannot be
+    Raises :class:`~advcli.runtime.onnx_import.errors.ConversionError` (one line) when the graph cannot be
     converted, :class:`UnsupportedOperators` naming every operator that is missing.
     """
     started = time.perf_counter()

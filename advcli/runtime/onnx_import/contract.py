@@ -81,7 +81,7 @@ class InputContract:
 
 class PixelToFile(nn.Module):
     """Pixel batches (N, C, H, W) in [0, 1] to what the file takes (float; rounding to a uint8 grid is
-    the judge's, see :class:`advcli.onnx_import.judge.OnnxJudge`)."""
+    the judge's, see :class:`advcli.runtime.onnx_import.judge.OnnxJudge`)."""
 
     def __init__(self, contract: InputContract, channels: int) -> None:
         super().__init__()

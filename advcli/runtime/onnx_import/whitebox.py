@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .contract import InputContract, PixelToFile, grid_eps
-from .convert import ConvertedModel, convert, forward_any_batch
+from .converter import ConvertedModel, convert, forward_any_batch
 from .errors import ConversionError, ParityRefused
 from .judge import PROBABILITY_FLOOR, OnnxJudge
 from .loading import ModelSource, read_model

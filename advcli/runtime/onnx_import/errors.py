@@ -3,7 +3,7 @@ with a one-line message, so a caller can fall back to black-box or transfer atta
 
 from __future__ import annotations
 
-from advcli.errors import AdvcliError
+from ...errors import AdvcliError
 
 
 class ConversionError(AdvcliError):
