@@ -43,12 +43,24 @@ def test_pixel_to_file_applies_order_range_normalisation_and_layout():
     {"mean": (0.5,)}, {"mean": (0.5, 0.5), "std": (0.2,)}, {"mean": (0.5,), "std": (0.0,)},
 ])
 def test_contract_refuses_invalid_settings(options):
-    with pytest.raises(ConversionError):
+    with pytest.raises(AdvcliError) as caught:
         InputContract(**options)
+    assert not isinstance(caught.value, ConversionError)  # a user's mistake, never a reason to fall back
+    assert caught.value.param in options and f"`{caught.value.param}`" in caught.value.message
+
+
+def test_contract_reads_the_text_forms_of_the_command_line():
+    contract = InputContract(input_range="0,255", mean="1,2,3", std=[4, 5, 6], class_names="cat, dog")
+    assert contract == InputContract(input_range=(0.0, 255.0), mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0),
+                                     class_names=("cat", "dog"))
+    assert contract.changed() == ["input_range", "mean", "std", "class_names"]
+    assert InputContract().changed() == []
+    with pytest.raises(AdvcliError, match="`mean` must be numbers"):
+        InputContract(mean="a,b", std="1,1")
 
 
 def test_bgr_needs_three_channels():
-    with pytest.raises(ConversionError, match="3 channels"):
+    with pytest.raises(AdvcliError, match="3 channels"):
         PixelToFile(InputContract(channel_order="bgr"), 1)
 
 

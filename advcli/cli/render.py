@@ -30,6 +30,22 @@ def say_notes(notes: Sequence[Optional[str]]) -> None:
             err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
+def say_warnings(warnings: Sequence[Optional[str]]) -> None:
+    for warning in warnings:
+        if warning:
+            err.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+def trust_warning() -> None:
+    """Said before a trusted pickled model is loaded: loading it runs the code the file holds."""
+    err.print("[bold red]warning:[/] --trust-pickled-model: a TorchScript or torch.export file is loaded by running "
+              "code from the file itself; do this only with files you trust", highlight=False, soft_wrap=True)
+
+
+WHITE_BOX_MODES = {"native": "white-box on its own gradients", "converted": "white-box on the converted file",
+                   "transfer": "white-box attacks transferred", "black-box": "black-box only"}
+
+
 def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
 
@@ -73,6 +89,8 @@ def attack_label(a: Any) -> str:
 def render_report(report: "EvalReport") -> None:
     runs_on = report.backend + (f" on {', '.join(report.execution_providers)}" if report.execution_providers else
                                 f" on {report.device}") + f"; {precision_note(report.precision)}"
+    mode = (report.white_box or {}).get("mode")
+    runs_on += f"; {WHITE_BOX_MODES[mode]}" if mode in WHITE_BOX_MODES else ""
     table = Table(title=f"{report.model} on {report.data} ({report.split}, {report.samples} samples)",
                   caption=runs_on)
     for column in ("evaluation", "eps", "alpha", "iters", "restarts", "init", "accuracy"):

@@ -10,30 +10,68 @@ only the grid k/255: :func:`to_grid` and :func:`round_to_grid` put images on it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
+from ...errors import AdvcliError
+from . import vocabulary
 from .errors import ConversionError
 
-LAYOUTS = ("nchw", "nhwc")
-OUTPUT_KINDS = ("auto", "logits", "probabilities")
-CHANNEL_ORDERS = ("rgb", "bgr")
+LAYOUTS = tuple(vocabulary.LAYOUTS.names())
+OUTPUT_KINDS = tuple(vocabulary.OUTPUT_KINDS.names())
+CHANNEL_ORDERS = tuple(vocabulary.CHANNEL_ORDERS.names())
 INPUT_RANGES = ((0.0, 1.0), (0.0, 255.0))
 GRID = 255
 
 
+def _numbers(value: Any, name: str) -> Optional[tuple[float, ...]]:
+    """`value` (None, a number, numbers, or text such as ``"0.485,0.456,0.406"``) as a tuple of floats."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            numbers = tuple(float(part) for part in value.split(","))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers = (float(value),)
+        else:
+            numbers = tuple(float(part) for part in value)
+    except (TypeError, ValueError):
+        raise AdvcliError(f"`{name}` must be numbers separated by commas, got {value!r}", param=name) from None
+    if not numbers or not all(math.isfinite(number) for number in numbers):
+        raise AdvcliError(f"`{name}` must be finite numbers, got {value!r}", param=name)
+    return numbers
+
+
+def _names(value: Any) -> Optional[tuple[str, ...]]:
+    if value is None:
+        return None
+    names = tuple(part.strip() for part in value.split(",")) if isinstance(value, str) else tuple(map(str, value))
+    if not names or not all(names):
+        raise AdvcliError(f"`class_names` must be non-empty names separated by commas, got {value!r}",
+                          param="class_names")
+    return names
+
+
+def _choice(value: str, name: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise AdvcliError(f"`{name}` must be one of {', '.join(choices)}, got {value!r}", param=name)
+
+
 @dataclass(frozen=True)
 class InputContract:
-    """How advcli's pixels in [0, 1] become the file's input, and what its outputs are.
+    """How advcli's pixels in [0, 1] become the model's input, and what its outputs are.
 
-    ``input_range``: the pixel range the file takes, (0, 1) or (0, 255). ``mean``/``std``: per-channel
-    normalisation in that range, applied before the file (``(v - mean) / std``), given in the file's
-    channel order. ``layout``: ``nchw`` or ``nhwc``. ``channel_order``: ``bgr`` reverses the three
-    channels. ``outputs``: ``logits``, ``probabilities``, or ``auto`` (a trailing Softmax is found in
-    the graph and attacked before it). ``class_names``: for reports only.
+    ``input_range``: the pixel range the model takes, (0, 1) or (0, 255). ``mean``/``std``: per-channel
+    normalisation applied before the model (``(v - mean) / std``), in the units of ``input_range``
+    and the model's channel order. ``layout``: ``nchw`` or ``nhwc``. ``channel_order``: ``bgr``
+    reverses the three channels. ``outputs``: ``logits``, ``probabilities``, or ``auto`` (a trailing
+    Softmax is found in an ONNX graph and attacked before it; outputs that look like probabilities
+    are attacked through their logarithm). ``class_names``: for reports only. Text forms such as
+    ``"0,255"`` or ``"0.485,0.456,0.406"`` are accepted wherever numbers are, so the flat settings of
+    a config can come straight from the command line.
     """
 
     input_range: tuple[float, float] = (0.0, 1.0)
@@ -45,21 +83,39 @@ class InputContract:
     class_names: Optional[tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
-        if tuple(float(v) for v in self.input_range) not in INPUT_RANGES:
-            raise ConversionError(f"input_range must be (0, 1) or (0, 255), got {tuple(self.input_range)}")
-        if self.layout not in LAYOUTS:
-            raise ConversionError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.outputs not in OUTPUT_KINDS:
-            raise ConversionError(f"outputs must be one of {', '.join(OUTPUT_KINDS)}, got {self.outputs!r}")
-        if self.channel_order not in CHANNEL_ORDERS:
-            raise ConversionError(f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, got {self.channel_order!r}")
-        if (self.mean is None) != (self.std is None):
-            raise ConversionError("mean and std go together: give both or neither")
-        if self.mean is not None and self.std is not None:
-            if len(self.mean) != len(self.std):
-                raise ConversionError(f"mean has {len(self.mean)} channels and std {len(self.std)}")
-            if not all(math.isfinite(v) for v in (*self.mean, *self.std)) or min(self.std) <= 0:
-                raise ConversionError("mean must be finite and std finite and > 0")
+        value_range = _numbers(self.input_range, "input_range")
+        if value_range not in INPUT_RANGES:
+            raise AdvcliError(f"`input_range` must be 0,1 or 0,255, got {self.input_range!r}", param="input_range")
+        mean, std = _numbers(self.mean, "mean"), _numbers(self.std, "std")
+        for name, value in (("input_range", value_range), ("mean", mean), ("std", std),
+                            ("class_names", _names(self.class_names))):
+            object.__setattr__(self, name, value)
+        _choice(self.layout, "layout", LAYOUTS)
+        _choice(self.outputs, "outputs", OUTPUT_KINDS)
+        _choice(self.channel_order, "channel_order", CHANNEL_ORDERS)
+        if (mean is None) != (std is None):
+            raise AdvcliError("`mean` and `std` go together: give both or neither", param="mean" if mean else "std")
+        if mean is not None and std is not None:
+            if len(mean) != len(std):
+                raise AdvcliError(f"`mean` has {len(mean)} channels and `std` {len(std)}", param="std")
+            if min(std) <= 0:
+                raise AdvcliError(f"`std` must be > 0, got {','.join(f'{v:g}' for v in std)}", param="std")
+
+    def changed(self) -> list[str]:
+        """The settings that differ from the default contract (advcli's own pixels and logits)."""
+        default = InputContract()
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)]
+
+    def warnings(self) -> list[str]:
+        """Settings that contradict each other as people usually write them (the units of `mean`)."""
+        if self.mean is None or self.std is None:
+            return []
+        if self.top == GRID and max(map(abs, self.mean)) <= 1 and max(self.std) <= 1:
+            return ["`mean` and `std` look stated in [0, 1] units, but they apply in the units of `input_range` "
+                    "0,255 (multiply them by 255, e.g. 123.675,116.28,103.53 and 58.395,57.12,57.375 for ImageNet)"]
+        if self.top == 1.0 and max(map(abs, self.mean)) > 2:
+            return ["`mean` values above 2 look stated in 0..255 units, but `input_range` is 0,1"]
+        return []
 
     @property
     def top(self) -> float:
@@ -74,9 +130,9 @@ class InputContract:
 
     def check_channels(self, channels: int) -> None:
         if self.channel_order == "bgr" and channels != 3:
-            raise ConversionError(f"channel_order bgr needs 3 channels, the input has {channels}")
+            raise AdvcliError(f"`channel_order` bgr needs 3 channels, the input has {channels}", param="channel_order")
         if self.mean is not None and len(self.mean) not in (1, channels):
-            raise ConversionError(f"mean/std have {len(self.mean)} values for {channels} channels")
+            raise AdvcliError(f"`mean` and `std` have {len(self.mean)} values for {channels} channels", param="mean")
 
 
 class PixelToFile(nn.Module):

@@ -3,6 +3,8 @@ with a one-line message, so a caller can fall back to black-box or transfer atta
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...errors import AdvcliError
 
 
@@ -15,4 +17,9 @@ class UnsupportedOperators(ConversionError):
 
 
 class ParityRefused(AdvcliError):
-    """The converted module does not reproduce onnxruntime's outputs closely enough to craft attacks."""
+    """The converted module does not reproduce onnxruntime's outputs closely enough to craft attacks;
+    `parity` holds the measured figures (a :class:`~advcli.runtime.onnx_import.parity.ParityReport`)."""
+
+    def __init__(self, message: str, *, parity: Any = None) -> None:
+        super().__init__(message)
+        self.parity = parity

@@ -1,7 +1,8 @@
 """onnxruntime on the file itself, called on advcli's pixel batches: the judge of every counted prediction.
 
 The white-box path crafts with the converted torch module, but whether an image is classified
-correctly is always decided here, by the file under onnxruntime's CPU provider.
+correctly is always decided here, by the file under onnxruntime (its CPU provider unless the caller
+names others, as :mod:`advcli.runtime.backends.onnxruntime` does for ``device``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from ...errors import AdvcliError
 from .contract import GRID, InputContract, PixelToFile
 from .errors import ConversionError
 from .loading import ModelSource, read_model
@@ -19,8 +21,10 @@ CPU_PROVIDER = "CPUExecutionProvider"
 PROBABILITY_FLOOR = 1e-30  # log of a probability that underflowed to 0 stays finite
 
 
-def ort_session(source: ModelSource, extra_outputs: Sequence[str] = ()) -> Any:
-    """An onnxruntime CPU session on `source`, with intermediate values `extra_outputs` added as outputs."""
+def ort_session(source: ModelSource, extra_outputs: Sequence[str] = (),
+                providers: Sequence[str] = (CPU_PROVIDER,)) -> Any:
+    """An onnxruntime session on `source` (on `providers`), with intermediate values `extra_outputs`
+    added as outputs."""
     import onnx
     import onnxruntime as ort
 
@@ -32,7 +36,7 @@ def ort_session(source: ModelSource, extra_outputs: Sequence[str] = ()) -> Any:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=[CPU_PROVIDER])
+        return ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=list(providers))
     except Exception as error:  # onnxruntime's own exception types (Fail, InvalidGraph...) share no base
         raise ConversionError(f"onnxruntime cannot load the file: {' '.join(str(error).split())[:200]}") from None
 
@@ -46,12 +50,16 @@ class OnnxJudge:
     """
 
     def __init__(self, source: ModelSource, contract: InputContract, *, log_outputs: bool = False,
-                 fixed_batch: Optional[int] = None, extra_outputs: Sequence[str] = ()) -> None:
-        self.session = ort_session(source, extra_outputs)
+                 fixed_batch: Optional[int] = None, extra_outputs: Sequence[str] = (),
+                 providers: Sequence[str] = (CPU_PROVIDER,)) -> None:
+        self.session = ort_session(source, extra_outputs, providers)
         inputs = self.session.get_inputs()
+        declared = inputs[0].shape[0] if inputs[0].shape else None
+        fixed_batch = fixed_batch or (declared if isinstance(declared, int) and declared > 0 else None)
         self.input_name = inputs[0].name
         self.output_names = [out.name for out in self.session.get_outputs()]
         self.integer_input = inputs[0].type == "tensor(uint8)"
+        self.providers = list(self.session.get_providers())
         self.contract = contract
         self.log_outputs = log_outputs
         self.fixed_batch = fixed_batch
@@ -78,7 +86,12 @@ class OnnxJudge:
             short = step - len(chunk) if self.fixed_batch else 0
             if short:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], short, axis=0)])
-            outs = self.session.run(names, {self.input_name: chunk})
+            try:
+                outs = self.session.run(names, {self.input_name: chunk})
+            except Exception as error:  # onnxruntime's exception types share no base of their own
+                message = " ".join(str(error).split())
+                message = message.split("failed:", 1)[1].strip() if "failed:" in message else message
+                raise AdvcliError(f"onnxruntime failed on inputs of shape {tuple(chunk.shape)}: {message[:300]}") from None
             parts.append([np.asarray(out, dtype=np.float32)[:len(chunk) - short] for out in outs])
         if not parts:
             return [np.zeros((0,), dtype=np.float32) for _ in names]
