@@ -73,10 +73,8 @@ def attack_samples(
     def attacker(member: AttackConfig) -> torch.nn.Module:
         return counter if member.black_box else victim.crafter
 
-    accept = None
-    if victim.accept is not None:
-        def accept(candidate: torch.Tensor, clean: torch.Tensor, member: AttackConfig) -> torch.Tensor:
-            return victim.accept(candidate, clean, member.eps, member.norm)  # type: ignore[misc]
+    def accept(candidate: torch.Tensor, clean: torch.Tensor, member: AttackConfig) -> torch.Tensor:
+        return victim.accept(candidate, clean, member.eps, member.norm)  # type: ignore[misc]
 
     generator = torch.Generator(device=victim.device).manual_seed(seed)
     count = len(rows)
@@ -91,7 +89,8 @@ def attack_samples(
         chosen = rows[start:start + batch_size]
         xb = x[chosen].to(victim.device, non_blocking=True)
         yb = y[chosen].to(victim.device, non_blocking=True)
-        outcome = run_sequence(victim.judge, xb, yb, members, generator=generator, attacker=attacker, accept=accept)
+        outcome = run_sequence(victim.judge, xb, yb, members, generator=generator, attacker=attacker,
+                               accept=accept if victim.accept is not None else None)
         largest = max(largest, attack.threat.check(xb, outcome.x_adv, attack.name))
         predicted = predict(victim.judge, outcome.x_adv)
         disagree = int(((predicted != yb) != (outcome.fooled_by >= 0)).sum())

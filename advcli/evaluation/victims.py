@@ -99,8 +99,10 @@ def prepare(classifier: Classifier, x: torch.Tensor, config: EvalConfig) -> Prep
                             {"mode": "native" if classifier.model is not None else "black-box", "converted": False,
                              "reason": None if classifier.model is not None else "the model gives outputs only",
                              "parity": None})
+    found = classifier.non_differentiable
     prepared.victim = prepared.victim.with_(
-        accept=_grid_accept if classifier.integer_input else None, non_differentiable=classifier.non_differentiable)
+        accept=_grid_accept if classifier.integer_input else None,
+        non_differentiable=found if found is not None else prepared.victim.non_differentiable)
     prepared.white_box["integer_grid"] = classifier.integer_input
     prepared.notes = notes + prepared.notes
     prepared.warnings = list(dict.fromkeys(warnings + prepared.warnings))

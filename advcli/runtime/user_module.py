@@ -104,7 +104,7 @@ def contracted(model: nn.Module, contract: InputContract, x: torch.Tensor, devic
         raise
     except Exception as error:  # whatever the user's code raises on inputs it was not made for
         raise AdvcliError(f"the model failed on inputs of shape {tuple(probe.shape[1:])} under the input contract "
-                          f"(`layout` {contract.layout}, `input_range` {contract.top:g}): "
+                          f"(`layout` {contract.layout}, `input_range` 0,{contract.top:g}): "
                           f"{type(error).__name__}: {' '.join(str(error).split())[:200]}", param="layout") from None
     if rows.ndim != 2 or rows.shape[0] != len(probe):
         raise AdvcliError(f"the model's outputs have shape {tuple(rows.shape)} for {len(probe)} inputs; "
@@ -156,13 +156,17 @@ def _script_tensor_op_names(block: torch.Block) -> list[str]:
 
 def graph_findings(model: nn.Module) -> Optional[list[str]]:
     """Non-differentiable operators on the data path of the model's graph (an fx GraphModule, as
-    torch.export programs load, or a TorchScript module); None for an eager module (no graph)."""
+    torch.export programs load, a TorchScript module, or an eager module that torch.fx can trace
+    symbolically); None when there is no graph to inspect."""
     if isinstance(model, fx.GraphModule):
         names = _data_path_names(model.graph)
     elif isinstance(model, torch.jit.ScriptModule):
         names = _script_tensor_op_names(model.inlined_graph)
     else:
-        return None
+        try:
+            names = _data_path_names(fx.symbolic_trace(model).graph)
+        except Exception:  # data-dependent control flow, custom autograd functions...: no graph to read
+            return None
     counts: dict[str, int] = {}
     for name in names:
         if name.rstrip("_") in NON_DIFFERENTIABLE:

@@ -26,6 +26,7 @@ from torch import nn
 from .autocast import crafting_model, deciding_model
 from .classifier import OutputsOnly
 from .precision import resolve_precision
+from .user_module import graph_findings
 
 
 class QueryCounter(nn.Module):
@@ -61,6 +62,7 @@ class Victim:
         """The victim for `model` (a torch model, or :class:`OutputsOnly`), white-box gradients in
         `precision` (resolved on the device of the weights), crafted on `source` when given (transfer)."""
         differentiable = source if source is not None else None if isinstance(model, OutputsOnly) else model
+        findings = graph_findings(model) if differentiable is model else None
         parameter = next((source if source is not None else model).parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
         if differentiable is None:
@@ -70,7 +72,7 @@ class Victim:
         judge = model if source is not None else deciding_model(crafter)
         return cls(judge=judge, crafter=crafter, gradient_model=source if source is not None else judge,
                    device=device, precision=resolved, transfer_from=transfer_from if source is not None else None,
-                   crafted_on="transfer" if source is not None else "model")
+                   crafted_on="transfer" if source is not None else "model", non_differentiable=findings)
 
     @classmethod
     def converted(cls, judge: nn.Module, conversion: nn.Module, *, precision: str = "auto") -> "Victim":

@@ -107,7 +107,7 @@ def attack_command(
     config.validate()
     announce_run(model, runs_dir)
     if trust_pickled_model:
-        trust_warning()
+        trust_warning(model)
     with progress_bars() as progress:
         result = craft(config, runs_dir=runs_dir, on_progress=stage_progress(progress))
     say_notes(result.notes)

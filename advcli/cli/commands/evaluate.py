@@ -102,7 +102,7 @@ def eval_command(
         check_plot_path(plot)
     announce_run(model, runs_dir)
     if trust_pickled_model:
-        trust_warning()
+        trust_warning(model)
     with progress_bars() as progress:
         report = evaluate(config, runs_dir=runs_dir, on_progress=stage_progress(progress))
     say_notes(report.notes)
