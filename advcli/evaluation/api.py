@@ -278,11 +278,13 @@ def evaluate(
     judges itself. Its contract: it takes batches shaped as `layout` says (``nchw`` by default), with
     values in `input_range` ((0, 1) by default) after the `mean`/`std` normalisation if given, and
     returns (N, classes) logits (or probabilities, then attacked through their logarithm; `outputs`
-    says which, ``auto`` finds out). It runs in eval mode on the device of its parameters, and data
-    comes from `data` or `dataset`. eps is always in [0, 1] pixel units.
+    says which, ``auto`` finds out). It is put in eval mode and runs on the device of its parameters;
+    `data` is a data spec or a loaded :class:`~advcli.data.dataset.Dataset` (images in [0, 1], NCHW,
+    whatever the model's contract). eps is always in [0, 1] pixel units.
     `on_progress(stage, done, total)` is called after every batch.
     """
     module = _python_module(overrides)
+    dataset = overrides.pop("data") if isinstance(overrides.get("data"), Dataset) else dataset
     config = configured(config, overrides)
     classifier, dataset = load_model_and_data(config, module=module, run=run, classifier=classifier,
                                               dataset=dataset, runs_dir=runs_dir)

@@ -152,6 +152,7 @@ def craft(
     existing output file is never overwritten.
     """
     module = overrides.pop("model") if isinstance(overrides.get("model"), torch.nn.Module) else None
+    dataset = overrides.pop("data") if isinstance(overrides.get("data"), Dataset) else dataset
     config = (config or CraftConfig()).with_flat(**overrides)
     config.validate()
     eval_config = config.as_eval_config()

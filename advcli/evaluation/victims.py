@@ -90,8 +90,8 @@ def prepare(classifier: Classifier, x: torch.Tensor, config: EvalConfig) -> Prep
         prepared = Prepared(victim, x, {"mode": "transfer", "converted": False, "reason": "`source` was given",
                                         "parity": None}, source=source)
     elif classifier.contract is not None and classifier.model is not None:
-        wrapped, found = contracted(classifier.model, classifier.contract, x, device)
-        warnings += found
+        wrapped, output_warnings = contracted(classifier.model, classifier.contract, x, classifier.device)
+        warnings += output_warnings
         prepared = Prepared(Victim.of(wrapped, precision=precision), x,
                             {"mode": "native", "converted": False, "reason": None, "parity": None})
     else:
@@ -99,10 +99,10 @@ def prepare(classifier: Classifier, x: torch.Tensor, config: EvalConfig) -> Prep
                             {"mode": "native" if classifier.model is not None else "black-box", "converted": False,
                              "reason": None if classifier.model is not None else "the model gives outputs only",
                              "parity": None})
-    found = classifier.non_differentiable
+    in_graph = classifier.non_differentiable  # the loaded graph's (the file's), else what the victim found
     prepared.victim = prepared.victim.with_(
         accept=_grid_accept if classifier.integer_input else None,
-        non_differentiable=found if found is not None else prepared.victim.non_differentiable)
+        non_differentiable=in_graph if in_graph is not None else prepared.victim.non_differentiable)
     prepared.white_box["integer_grid"] = classifier.integer_input
     prepared.notes = notes + prepared.notes
     prepared.warnings = list(dict.fromkeys(warnings + prepared.warnings))
