@@ -31,7 +31,7 @@ from ..runtime.onnx_import.contract import InputContract
 from ..settings import FlatSettings
 from .api import load_model_and_data
 from .config import AttackOptions, EvalConfig, Runtime, Sampling, Threats
-from .victims import prepare
+from .victims import Prepared, prepare
 from .engine import attack_samples, clean_predictions
 
 
@@ -131,6 +131,25 @@ def _destinations(config: CraftConfig, classifier: Classifier, attack: AttackCon
     return out, grid
 
 
+def _metadata(config: CraftConfig, classifier: Classifier, dataset: Dataset, attack: AttackConfig,
+              prepared: Prepared, classes: list[str]) -> dict[str, Any]:
+    """What the .npz records about how its adversarial examples were made."""
+    victim = prepared.victim
+    return {"model": str(classifier.path), "model_fingerprint": classifier.fingerprint, "backend": classifier.backend,
+            "data": dataset.spec, "data_fingerprint": dataset.fingerprint, "split": config.sampling.split,
+            "attack": attack.to_dict(), "precision": victim.precision, "white_box": prepared.white_box,
+            "transfer_from": victim.transfer_from, "notes": classifier.notes + prepared.notes,
+            "warnings": prepared.warnings, "config": config.flat(), "classes": classes,
+            "versions": package_versions(), "created": utc_now()}
+
+
+def _target_figures(targets: torch.Tensor, y: torch.Tensor, predictions: torch.Tensor) -> tuple[Optional[float], int]:
+    """Share of the aimed samples predicted as their target, and the samples already of it."""
+    aimed = targets != y
+    hit_rate = float((predictions[aimed] == targets[aimed]).float().mean()) if bool(aimed.any()) else None
+    return hit_rate, int((~aimed).sum())
+
+
 def craft(
     config: Optional[CraftConfig] = None,
     *,
@@ -183,12 +202,7 @@ def craft(
                              batch_size=config.runtime.batch_size, seed=config.sampling.seed, on_batch=advance,
                              keep_adversarials=True)
     x_adv, adv_pred = outcome.adversarials, outcome.predictions
-    meta = {"model": str(classifier.path), "model_fingerprint": classifier.fingerprint, "backend": classifier.backend,
-            "data": dataset.spec, "data_fingerprint": dataset.fingerprint, "split": config.sampling.split,
-            "attack": attack.to_dict(), "precision": victim.precision, "white_box": prepared.white_box,
-            "transfer_from": victim.transfer_from, "notes": classifier.notes + prepared.notes,
-            "warnings": prepared.warnings, "config": config.flat(), "classes": classes,
-            "versions": package_versions(), "created": utc_now()}
+    meta = _metadata(config, classifier, dataset, attack, prepared, classes)
     arrays = {
         "originals": x.numpy(), "adversarials": x_adv.numpy(), "labels": y.numpy(),
         "clean_predictions": clean_pred.numpy(), "adversarial_predictions": adv_pred.numpy(),
@@ -196,11 +210,8 @@ def craft(
     }
     hit_rate, untargetable = None, 0
     if attack.target is not None:
-        targets = outcome.targets
-        arrays["targets"] = targets.numpy()
-        aimed = targets != y
-        untargetable = int((~aimed).sum())
-        hit_rate = float((adv_pred[aimed] == targets[aimed]).float().mean()) if bool(aimed.any()) else None
+        arrays["targets"] = outcome.targets.numpy()
+        hit_rate, untargetable = _target_figures(outcome.targets, y, adv_pred)
     _save_npz(out, arrays)
     from ..io.plots import save_prediction_grid
 
