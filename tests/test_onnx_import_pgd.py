@@ -27,7 +27,7 @@ def exported_seed_cnn(tmp_path_factory):
     x_train, y_train, x_test, y_test = generate_digits(n_train=300, n_test=100, seed=11)
     np.savez(folder / "digits.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     spec = f"npz:{folder / 'digits.npz'}"
-    path, _ = advcli.train(data=spec, model="seed-cnn", epochs=2, batch_size=10, lr=0.02, device="cpu", out=folder / "run")
+    path, _ = advcli.train(data=spec, arch="seed-cnn", epochs=2, batch_size=10, lr=0.02, device="cpu", out=folder / "run")
     run = advcli.load_run(path)
     exported = advcli.export_onnx(run, folder / "seed-cnn.onnx", parity_samples=32)
     x, y = advcli.load_dataset(spec).split("test")

@@ -117,7 +117,7 @@ def _prepare_onnx(classifier: Classifier, x: torch.Tensor, config: EvalConfig, d
     if not _needs_gradients(config):
         return Prepared(Victim.of(judge), x, {"mode": "black-box", "converted": False, "parity": None,
                                               "reason": "only black-box attacks were asked for"})
-    reason, parity = "not converted (`convert` is off)", None
+    reason, parity = "`convert` is off", None
     if config.convert:
         try:
             box = classifier.white_box(x[:PARITY_SAMPLES], device)  # type: ignore[misc]
