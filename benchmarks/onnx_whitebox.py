@@ -96,7 +96,7 @@ def file_recipes(x: torch.Tensor, y: torch.Tensor, spec: str, folder: Path, epoc
         return trained[key]
 
     def seed_cnn(method: str) -> Path:
-        run_path, _ = advcli.train(data=spec, model="seed-cnn", epochs=epochs, device="cpu", method=method,
+        run_path, _ = advcli.train(data=spec, arch="seed-cnn", epochs=epochs, device="cpu", method=method,
                                    eps=0.1 if method != "none" else 0.0, out=folder / f"seed-{method}")
         return advcli.export_onnx(advcli.load_run(run_path), folder / f"seed-{method}.onnx", parity_samples=64).path
 
@@ -176,8 +176,8 @@ def measure(entry: dict[str, Any], x: torch.Tensor, y: torch.Tensor, eps: float,
         return judge.predict(x_adv) == y
 
     clean = judge.predict(x) == y
-    pgd, pgd_s = timed(lambda: judged(advcli.pgd(box.model, x, y, eps=budget, steps=steps, generator=torch.Generator().manual_seed(0))))
-    apgd, apgd_s = timed(lambda: judged(advcli.apgd(box.model, x, y, eps=budget, steps=steps, generator=torch.Generator().manual_seed(0))))
+    pgd, pgd_s = timed(lambda: judged(advcli.pgd(box.model, x, y, eps=budget, iters=steps, generator=torch.Generator().manual_seed(0))))
+    apgd, apgd_s = timed(lambda: judged(advcli.apgd(box.model, x, y, eps=budget, iters=steps, generator=torch.Generator().manual_seed(0))))
     square, square_s = timed(lambda: judged(advcli.square_attack(judge, x, y, eps=budget, queries=queries,
                                                                  generator=torch.Generator().manual_seed(0))[0]))
     white = clean & pgd & apgd
