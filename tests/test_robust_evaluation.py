@@ -175,12 +175,12 @@ def test_parse_eps():
 def test_sanity_checks_stay_quiet_on_a_normal_model(linear_model, linear_batch):
     x, y = linear_batch
     report = evaluate_model(linear_model, x, y, attacks=("fgsm", "pgd", "square"), eps=(0.02, 0.05), queries=100)
-    assert len(report.sanity) == 6 and all(check.checked for check in report.sanity)
+    assert len(report.sanity) == 7 and all(check.checked for check in report.sanity)
     assert fired(report) == set(), [check.detail for check in report.sanity if check.fired]
     payload = report.to_dict()["sanity"]
     assert {entry["name"] for entry in payload} == {
-        "probability-outputs", "zero-gradients", "above-chance-unbounded", "accuracy-increases-with-eps",
-        "fgsm-far-above-pgd", "black-box-beats-white-box"}
+        "probability-outputs", "zero-gradients", "non-differentiable-operators", "above-chance-unbounded",
+        "accuracy-increases-with-eps", "fgsm-far-above-pgd", "black-box-beats-white-box"}
     assert all(isinstance(entry["detail"], str) and entry["detail"] for entry in payload)
 
 

@@ -323,7 +323,7 @@ RESUME_CASES = {
     "n-fgsm": dict(method="n-fgsm", on_collapse="rollback", collapse_drop=0.01),
     "none": dict(method="none", eps=0.0),
     "fgsm-rs-fp32": dict(method="fgsm-rs", precision="fp32", val_every=4),
-    "free-bf16": dict(method="free", replays=2, epochs=4, val_every=3, precision="bf16"),
+    "free-bf16": dict(method="free", replays=2, epochs=2, val_every=3, precision="bf16"),
 }
 
 

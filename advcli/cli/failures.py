@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import typer
 
 from ..errors import AdvcliError
+from .flags import _FLAGS, flag_names
 from .render import fail
+
+__all__ = ["EXIT_THRESHOLD", "EXIT_USAGE", "EXIT_INTERRUPTED", "flag_names", "handles_errors"]
 
 EXIT_THRESHOLD = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-_FLAGS: dict[str, str] = {}  # library parameter name -> the running command's flag for it
-
-
-def flag_names() -> Callable[[str], Optional[str]]:
-    """Map a library parameter name (as errors and warnings reference it) to the running command's
-    flag for it, or to the plain name when the command has no such flag."""
-    flags = dict(_FLAGS)
-    return lambda name: flags.get(name, name)
 
 
 def _command_flags(context: typer.Context) -> dict[str, str]:

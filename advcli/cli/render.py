@@ -23,10 +23,42 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _as_flags(text: str) -> str:
+    """`text` with its `` `param` `` references shown as the running command's flags, markup escaped."""
+    from rich.markup import escape
+
+    from ..errors import render_references
+    from .flags import flag_names
+
+    return escape(render_references(text, flag_names()))
+
+
 def say_notes(notes: Sequence[Optional[str]]) -> None:
     for note in notes:
         if note:
-            err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+            err.print(f"[yellow]note:[/] {_as_flags(note)}", highlight=False, soft_wrap=True)
+
+
+def say_warnings(warnings: Sequence[Optional[str]]) -> None:
+    for warning in warnings:
+        if warning:
+            err.print(f"[bold yellow]warning:[/] {_as_flags(warning)}", highlight=False, soft_wrap=True)
+
+
+def trust_warning(model: Optional[str]) -> None:
+    """Said before a trusted pickled program is loaded: loading it runs the code the file holds."""
+    from pathlib import Path
+
+    from ..runtime.loading import PICKLED_BACKENDS, sniff_pickled
+
+    if model is None or not Path(model).is_file() or sniff_pickled(Path(model)) not in PICKLED_BACKENDS:
+        return
+    err.print("[bold red]warning:[/] --trust-pickled-model: a TorchScript or torch.export file is loaded by running "
+              "code from the file itself; do this only with files you trust", highlight=False, soft_wrap=True)
+
+
+WHITE_BOX_MODES = {"native": "white-box on its own gradients", "converted": "white-box on the converted file",
+                   "transfer": "white-box attacks transferred", "black-box": "black-box only"}
 
 
 def print_json(payload: Any) -> None:
@@ -47,6 +79,8 @@ def attack_label(a: Any) -> str:
 def render_report(report: "EvalReport") -> None:
     runs_on = report.backend + (f" on {', '.join(report.execution_providers)}" if report.execution_providers else
                                 f" on {report.device}") + f"; {precision_note(report.precision)}"
+    mode = (report.white_box or {}).get("mode")
+    runs_on += f"; {WHITE_BOX_MODES[mode]}" if mode in WHITE_BOX_MODES else ""
     table = Table(title=f"{report.model} on {report.data} ({report.split}, {report.samples} samples)",
                   caption=runs_on)
     for column in ("evaluation", "eps", "alpha", "iters", "restarts", "init", "accuracy"):

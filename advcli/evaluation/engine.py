@@ -109,6 +109,9 @@ def attack_samples(
     def attacker(member: AttackConfig) -> torch.nn.Module:
         return counter if member.black_box else victim.crafter
 
+    def accept(candidate: torch.Tensor, clean: torch.Tensor, member: AttackConfig) -> torch.Tensor:
+        return victim.accept(candidate, clean, member.eps, member.norm)  # type: ignore[misc]
+
     generator = torch.Generator(device=victim.device).manual_seed(seed)
     count = len(rows)
     # Results go straight into tensors sized once: nothing small is kept per batch, which would pin
@@ -126,7 +129,8 @@ def attack_samples(
                 meter.batch(start, len(chosen), len(chosen) * calls)
             xb = x[chosen].to(victim.device, non_blocking=True)
             yb = y[chosen].to(victim.device, non_blocking=True)
-            outcome = run_sequence(victim.judge, xb, yb, members, generator=generator, attacker=attacker)
+            outcome = run_sequence(victim.judge, xb, yb, members, generator=generator, attacker=attacker,
+                                   accept=accept if victim.accept is not None else None)
             largest = max(largest, attack.threat.check(xb, outcome.x_adv, attack.name))
             predicted = predict(victim.judge, outcome.x_adv)
             _check_bookkeeping(attack, predicted, yb, outcome.fooled_by)

@@ -11,22 +11,38 @@ from ..failures import EXIT_THRESHOLD, handles_errors
 from ..options import (
     AttackName,
     BackendName,
+    BackendOpt,
+    ChannelOrderChoice,
+    ChannelOrderOpt,
+    ClassNamesOpt,
+    ConvertOpt,
     DeviceChoice,
     EvalDataOpt,
+    InputRangeChoice,
+    InputRangeOpt,
     JsonOpt,
+    LayoutChoice,
+    LayoutOpt,
+    MeanOpt,
     NormName,
+    OutputsChoice,
+    OutputsOpt,
     PrecisionChoice,
     QuietOpt,
     RunsDirOpt,
     SeedOpt,
+    SourceOpt,
+    StdOpt,
+    TrustPickledOpt,
+    contract_settings,
 )
 from ..progress import progress_view
-from ..render import print_json, render_report, say_notes
+from ..render import print_json, render_report, say_notes, say_warnings, trust_warning
 from .attack import announce_run
 
 
 def eval_command(
-    attack: List[AttackName] = typer.Option([AttackName("bim")], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). On an ONNX file, white-box attacks are transferred from its source checkpoint; square queries the file itself. auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square (in the --norm); autoattack: AutoAttack's standard set (APGD-CE, APGD-T and FAB-T on 9 targets, Square with 5000 queries); each member on the samples still robust."),
+    attack: List[AttackName] = typer.Option([AttackName("bim")], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). On an ONNX file, white-box attacks craft on its conversion to torch (else transfer from --source, else Square in their place) and onnxruntime judges; square queries the file itself. auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square (in the --norm); autoattack: AutoAttack's standard set (APGD-CE, APGD-T and FAB-T on 9 targets, Square with 5000 queries); each member on the samples still robust."),
     eps: str = typer.Option("0.1", "--eps", help="Radius in the --norm (a number or a fraction such as 8/255); a comma-separated list (0,0.02,0.05,0.1) gives a robustness curve (thresholds apply to the largest)."),
     norm: NormName = typer.Option(NormName("linf"), "--norm", help="Threat model: linf or l2."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01, APGD 2·eps to start)."),
@@ -39,9 +55,18 @@ def eval_command(
     per_class: bool = typer.Option(False, "--per-class", help="Add per-class clean and robust accuracy."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write robust accuracy against eps to this PNG."),
     sanity_samples: int = typer.Option(100, "--sanity-samples", help="Samples for the sanity checks' extra attack runs (0 skips them)."),
-    model: Optional[str] = typer.Option(None, "--model", metavar="RUN|FILE.onnx", help="Run folder or exported .onnx file (default: the newest run under --runs-dir)."),
-    backend: Optional[BackendName] = typer.Option(None, "--backend", help="torch or onnxruntime (default: follows from --model)."),
-    source: Optional[str] = typer.Option(None, "--source", help="Run that crafts white-box attacks for transfer (default for ONNX: the checkpoint named in the file)."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="RUN|FILE", help="Run folder or any .onnx file; TorchScript or torch.export files with --trust-pickled-model (default: the newest run under --runs-dir)."),
+    backend: Optional[BackendName] = BackendOpt,
+    source: Optional[str] = SourceOpt,
+    input_range: InputRangeChoice = InputRangeOpt,
+    mean: Optional[str] = MeanOpt,
+    std: Optional[str] = StdOpt,
+    layout: LayoutChoice = LayoutOpt,
+    outputs: OutputsChoice = OutputsOpt,
+    channel_order: ChannelOrderChoice = ChannelOrderOpt,
+    class_names: Optional[str] = ClassNamesOpt,
+    convert: bool = ConvertOpt,
+    trust_pickled_model: bool = TrustPickledOpt,
     data: Optional[str] = EvalDataOpt,
     split: str = typer.Option("test", "--split", help="train or test."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Evaluate a seeded random subset of this size."),
@@ -52,7 +77,8 @@ def eval_command(
         PrecisionChoice("auto"), "--precision",
         help="Precision of white-box attack gradients: auto (bf16 where the hardware has it natively, else fp32), "
              "fp32, bf16 or fp16 (CUDA). Reported accuracies are always classified in fp32; black-box queries run "
-             "in fp32; for an ONNX file it applies to the torch transfer source only."),
+             "in fp32; for an ONNX file it applies to the torch model that crafts (its conversion or a transfer "
+             "source)."),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Exit 1 when clean accuracy is below this."),
     min_robust_accuracy: Optional[float] = typer.Option(None, "--min-robust-accuracy", help="Exit 1 when robust accuracy is below this."),
     report_file: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON report to this file."),
@@ -63,7 +89,7 @@ def eval_command(
     """Clean and robust accuracy (worst case per sample over the attacks), curves over eps,
     per-class figures and sanity checks; thresholds for CI gates."""
     from ...evaluation.api import check_plot_path, evaluate, save_curve_plot
-    from ...evaluation.config import EvalConfig, parse_eps
+    from ...evaluation.config import EvalConfig, parse_eps, read_class_names
     from ...io.atomic import write_json_atomic
 
     config = EvalConfig.from_flat(dict(
@@ -71,14 +97,19 @@ def eval_command(
         iters=iters, restarts=restarts, init=init, clip=clip, samples=samples, seed=seed, batch_size=batch_size,
         device=device.value, min_accuracy=min_accuracy, min_robust_accuracy=min_robust_accuracy, norm=norm.value,
         target=target, queries=queries, per_class=per_class, sanity_samples=sanity_samples,
-        backend=backend.value if backend else None, source=source, precision=precision.value))
+        backend=backend.value if backend else None, source=source, precision=precision.value, convert=convert,
+        trust_pickled_model=trust_pickled_model,
+        **contract_settings(input_range, mean, std, layout, outputs, channel_order, read_class_names(class_names))))
     config.validate()
     if plot is not None:
         check_plot_path(plot)
     announce_run(model, runs_dir)
+    if trust_pickled_model:
+        trust_warning(model)
     with progress_view(quiet) as view:
         report = evaluate(config, runs_dir=runs_dir, on_progress=view.callback())
     say_notes(report.notes)
+    say_warnings(report.warnings)
     payload = report.to_dict()
     if report_file is not None:
         write_json_atomic(report_file, payload)
