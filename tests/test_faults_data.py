@@ -15,19 +15,9 @@ from faults.contract import assert_refused, case, invoke, tree_digest
 from faults.fixtures import artifacts, world  # noqa: F401 - fixtures
 from faults.hostile_data import CIFAR_CASES, FOLDER_CASES, IDX_CASES, MARKER, NPZ_CASES, SPEC_CASES
 
-# Cases the current code fails (strict xfail), with what it does instead.
-BROKEN: dict[str, str] = {
-    "npz/npy-not-npz": "class 9: np.load returns an ndarray for a .npy; TypeError traceback "
-                       "('numpy.ndarray' object does not support the context manager protocol), exit 1",
-    "folder/decompression-bomb-header": "class 2: Pillow's DecompressionBombError (not an OSError) escapes "
-                                        "the header pass: traceback, exit 1",
-    "message/not-a-zip": "class 9: a text file is reported as 'unreadable array (object arrays are not allowed)'",
-    "message/member-shorter-than-header": "class 9: a short member is reported as 'object arrays are not allowed'",
-}
-
 
 def _cases(table: dict, prefix: str) -> list:
-    return [case(name, id=name, broken=BROKEN.get(f"{prefix}/{name}")) for name in table]
+    return list(table)
 
 
 def _train(spec: str, out: Path):
@@ -79,8 +69,7 @@ def test_malformed_image_folder_is_refused_naming_the_folder(name, tmp_path):
     assert str(folder) in message
 
 
-@pytest.mark.parametrize("name", [case(name, id=name, broken=BROKEN.get(f"message/{name}"))
-                                  for name in ("not-a-zip", "member-shorter-than-header")])
+@pytest.mark.parametrize("name", list(("not-a-zip", "member-shorter-than-header")))
 def test_npz_messages_say_what_is_wrong(name, tmp_path):
     """Neither file holds an object array; the message must not send the user looking for one."""
     folder = tmp_path / "npz"
@@ -89,7 +78,7 @@ def test_npz_messages_say_what_is_wrong(name, tmp_path):
     assert "object arrays" not in message
 
 
-@pytest.mark.parametrize("spec", [case(spec, id=name, broken=BROKEN.get(f"spec/{name}"))
+@pytest.mark.parametrize("spec", [case(spec, id=name)
                                   for name, spec in SPEC_CASES.items()])
 def test_bad_data_specs_are_refused(spec, tmp_path):
     out = tmp_path / "never"

@@ -17,22 +17,6 @@ from faults.fixtures import artifacts, world  # noqa: F401 - fixtures
 from faults.processes import Job, shared_fork_server
 
 MiB = 1 << 20
-TRACEBACK_UNDER_LIMIT = "traceback, exit 1, under RLIMIT_AS; without the limit the machine's memory is the limit"
-BROKEN: dict[str, str] = {
-    "npz-one-label-10M": f"class 2: 10,000,001 classes counted from one label; a 41 GB classifier: {TRACEBACK_UNDER_LIMIT}",
-    "npz-2M-class-names": f"class 2: 2,000,000 class names accepted; an 8.2 GB classifier: {TRACEBACK_UNDER_LIMIT}",
-    "npz-header-claims-73GiB": f"class 2: np.load allocates the header's 73 GiB before reading: {TRACEBACK_UNDER_LIMIT}",
-    "npz-deflate-bomb-128MiB": f"class 2: inflated and converted to float32 with no size limit: {TRACEBACK_UNDER_LIMIT}",
-    "cifar10-nested-shared-labels": f"class 2: np.asarray expands shared references to a 3 GiB array: {TRACEBACK_UNDER_LIMIT}",
-    "cifar10-bytes-claiming-1TiB": f"class 2: the unpickler allocates the claimed 2**40 bytes; MemoryError: {TRACEBACK_UNDER_LIMIT}",
-    "cifar10-ndarray-claiming-8TiB": f"class 2: the allowed numpy.ndarray global allocates 8 TiB: {TRACEBACK_UNDER_LIMIT}",
-    "mnist-gz-inflating-past-header": "class 2: gzip inflates all 512 MiB before the length check: exit 2, peak RSS about 1.6 GiB",
-    "mnist-gz-consistent-128MiB": f"class 2: decoded, converted to float32, then a 2.7e9-parameter classifier: {TRACEBACK_UNDER_LIMIT}",
-    "folder-196-megapixels": f"class 2: four 49-megapixel PNGs decoded, then a 6.3 GB classifier: {TRACEBACK_UNDER_LIMIT}",
-    "input-shape-2000": "class 7: a 1 GB model is built from model.json before the weights are found not to fit: "
-                        "exit 2, peak RSS about 1.6 GiB",
-    "input-shape-30000": f"class 7: a 230 GB classifier is allocated from model.json: {TRACEBACK_UNDER_LIMIT}",
-}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +31,7 @@ def _assert_refused_within_memory(outcome) -> None:
     assert outcome.peak_rss < PEAK_RSS_TARGET, f"peak RSS {outcome.peak_rss / MiB:.0f} MiB\n{outcome.describe()}"
 
 
-@pytest.mark.parametrize("name", [case(name, id=name, broken=BROKEN.get(name)) for name in DATA_BOMBS])
+@pytest.mark.parametrize("name", list(DATA_BOMBS))
 def test_crafted_data_is_refused_within_1_gib(name, server, tmp_path):
     spec = DATA_BOMBS[name](tmp_path / "data")
     out = tmp_path / "never"
@@ -58,8 +42,8 @@ def test_crafted_data_is_refused_within_1_gib(name, server, tmp_path):
 
 
 @pytest.mark.parametrize("shape", [
-    case([1, 2000, 2000], id="1x2000x2000", broken=BROKEN.get("input-shape-2000")),
-    case([1, 30000, 30000], id="1x30000x30000", broken=BROKEN.get("input-shape-30000")),
+    case([1, 2000, 2000], id="1x2000x2000"),
+    case([1, 30000, 30000], id="1x30000x30000"),
 ])
 def test_model_json_claiming_a_huge_input_is_refused_within_1_gib(shape, server, world):
     """model.json carries no checksum: its input_shape decides the size of the model built to load the weights."""

@@ -9,7 +9,6 @@ of the selection (a targeted attack may still move a misclassified sample to its
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,8 @@ from ..attacks.config import AttackConfig
 from ..data.dataset import Dataset
 from ..data.selection import select_samples
 from ..errors import AdvcliError
-from ..io.atomic import write_bytes_atomic
+from ..io.atomic import atomic_path
+from ..io.destinations import check_destination
 from ..io.provenance import package_versions, utc_now
 from ..io.runs import DEFAULT_RUNS_DIR, Run
 from ..runtime.victim import Victim
@@ -89,22 +89,16 @@ def default_output_name(attack: AttackConfig, split: str) -> str:
     return f"{attack.name}{norm}-eps{attack.eps:g}{target}-{split}.npz"
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def _destinations(config: CraftConfig, run: Run, attack: AttackConfig) -> tuple[Path, Path]:
+def destinations(config: CraftConfig, run_path: Path, attack: AttackConfig) -> tuple[Path, Path]:
     """The .npz and grid paths, refused before any work when they cannot be written or exist."""
-    out = Path(config.out) if config.out else run.path / "attacks" / default_output_name(attack, config.sampling.split)
+    out = Path(config.out) if config.out else run_path / "attacks" / default_output_name(attack, config.sampling.split)
     if out.suffix != ".npz":
         raise AdvcliError(f"`out` must end in .npz, got {out}", param="out")
     grid = Path(config.grid) if config.grid else out.with_suffix(".png")
-    for target in (out, grid):
-        if target.exists():
-            raise AdvcliError(f"{target} already exists; choose another `out`/`grid` (results are never overwritten)",
-                              param="out")
+    if grid.suffix.lower() != ".png":
+        raise AdvcliError(f"`grid` must end in .png, got {grid}", param="grid")
+    check_destination(out, param="out")
+    check_destination(grid, param="grid" if config.grid else "out")
     return out, grid
 
 
@@ -135,7 +129,7 @@ def craft(
         raise AdvcliError("craft: pass the dataset together with the run")
     if attack.target is not None and attack.target.isdigit() and int(attack.target) >= len(run.classes):
         raise AdvcliError(f"`target` {attack.target}: the model has classes 0 to {len(run.classes) - 1}", param="target")
-    out, grid = _destinations(config, run, attack)
+    out, grid = destinations(config, run.path, attack)
     x_all, y_all = dataset.split(config.sampling.split)
     picks = select_samples(len(x_all), config.sampling.samples, config.sampling.seed)
     x, y = x_all[picks], y_all[picks]
@@ -170,10 +164,12 @@ def craft(
         aimed = targets != y
         untargetable = int((~aimed).sum())
         hit_rate = float((adv_pred[aimed] == targets[aimed]).float().mean()) if bool(aimed.any()) else None
-    _save_npz(out, arrays)
     from ..io.plots import save_prediction_grid
 
-    save_prediction_grid(x_adv.numpy(), adv_pred.tolist(), y.tolist(), dataset.classes, grid, seed=config.sampling.seed)
+    with atomic_path(out, suffix=".npz") as staged, open(staged, "wb") as handle:
+        np.savez_compressed(handle, **arrays)  # renamed into place only once the grid is written too
+        save_prediction_grid(x_adv.numpy(), adv_pred.tolist(), y.tolist(), dataset.classes, grid,
+                             seed=config.sampling.seed)
     return CraftResult(
         path=out, grid=grid, run=str(run.path), samples=len(x),
         clean_accuracy=float((clean_pred == y).float().mean()),

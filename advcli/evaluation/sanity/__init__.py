@@ -90,7 +90,7 @@ class Check:
 
 
 SANITY_CHECKS: Registry[Check] = Registry("sanity check", param="sanity", package=__name__, order=(
-    "probability-outputs", "zero-gradients", "above-chance-unbounded", "accuracy-increases-with-eps",
+    "finite-outputs", "probability-outputs", "zero-gradients", "above-chance-unbounded", "accuracy-increases-with-eps",
     "fgsm-far-above-pgd", "black-box-beats-white-box"))
 
 

@@ -7,14 +7,15 @@ file's source run, or another) and judged by the file: transfer attacks.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from ...data.limits import DataLimits
 from ...errors import AdvcliError, CheckpointError
+from ...io.documents import read_onnx_metadata
 from ...io.layout import META_FILE
 from ...io.provenance import file_sha256
 from ...io.runs import Run, load_run, read_run_meta
@@ -92,15 +93,6 @@ def create_session(path: Path | str, device: str = "auto") -> tuple[Any, list[st
     return session, [f"device auto: {problem}; running on {', '.join(ran)}"]
 
 
-def _metadata_json(path: Path, metadata: dict[str, str], key: str) -> Any:
-    if key not in metadata:
-        return None
-    try:
-        return json.loads(metadata[key])
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: malformed metadata {key!r}") from None
-
-
 def load_onnx_classifier(path: Path, device: str = "auto") -> Classifier:
     """An exported ONNX file under onnxruntime. advcli's metadata supplies classes and data, when present."""
     path = Path(path)
@@ -118,8 +110,9 @@ def load_onnx_classifier(path: Path, device: str = "auto") -> Classifier:
     if not outputs or len(outputs[0].shape) != 2:
         raise CheckpointError(f"{path}: expected logits (N, classes) as first output")
     metadata = dict(session.get_modelmeta().custom_metadata_map)
-    classes = _metadata_json(path, metadata, "advcli.classes")
-    input_shape = _metadata_json(path, metadata, "advcli.input_shape")
+    advcli_metadata = read_onnx_metadata(metadata, str(path), DataLimits.current())
+    classes = advcli_metadata.get("advcli.classes")
+    input_shape = advcli_metadata.get("advcli.input_shape")
     if input_shape is None:
         input_shape = [dim if isinstance(dim, int) else None for dim in inputs[0].shape[1:]]
         input_shape = input_shape if None not in input_shape else None
