@@ -7,9 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from onnx import TensorProto, helper
-from torch import nn
-
 from onnx_import_helpers import tensor
+from torch import nn
 
 
 def _randomise_batch_norms(model: nn.Module, seed: int) -> nn.Module:

@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 from onnx import helper
+from onnx_import_helpers import export_legacy
 from torch import nn
 from typer.testing import CliRunner
 
@@ -21,7 +22,6 @@ from advcli.cli import app
 from advcli.errors import AdvcliError
 from advcli.export import export_onnx
 from advcli.io.runs import load_run
-from onnx_import_helpers import export_legacy
 
 runner = CliRunner()
 COMMON = ("--samples", 40, "--device", "cpu", "--precision", "fp32", "--sanity-samples", 0, "--json")

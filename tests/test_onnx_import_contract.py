@@ -8,15 +8,27 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
+from onnx_import_helpers import export_legacy, make_model, tensor
+from onnx_import_models import BatchNormCNN, Byte255, SmallResNet
 
 import advcli
 from advcli.errors import AdvcliError
-from advcli.runtime.onnx_import import (MAX_ELEMENTS, ConversionError, InputContract, ParityRefused, PixelToFile,
-                                UnsupportedOperators, convert, grid_eps, masking_summary, non_differentiable_ops,
-                                round_to_grid, to_grid, white_box)
-from advcli.runtime.onnx_import import context
-from onnx_import_helpers import export_legacy, make_model, tensor
-from onnx_import_models import BatchNormCNN, Byte255, SmallResNet
+from advcli.runtime.onnx_import import (
+    MAX_ELEMENTS,
+    ConversionError,
+    InputContract,
+    ParityRefused,
+    PixelToFile,
+    UnsupportedOperators,
+    context,
+    convert,
+    grid_eps,
+    masking_summary,
+    non_differentiable_ops,
+    round_to_grid,
+    to_grid,
+    white_box,
+)
 
 N = helper.make_node
 

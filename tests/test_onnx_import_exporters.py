@@ -10,11 +10,20 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
+from onnx_import_helpers import export_dynamo, export_legacy, make_model, onnx_opsets, tensor
+from onnx_import_models import (
+    BatchNormCNN,
+    Byte255,
+    ChannelsLast,
+    Normalised,
+    SmallResNet,
+    WithSoftmax,
+    identity_weights_file,
+    keras_style_file,
+    matlab_style_file,
+)
 
 from advcli.runtime.onnx_import import InputContract, UnsupportedOperators, convert, white_box
-from onnx_import_helpers import export_dynamo, export_legacy, make_model, onnx_opsets, tensor
-from onnx_import_models import (BatchNormCNN, Byte255, ChannelsLast, Normalised, SmallResNet, WithSoftmax,
-                                identity_weights_file, keras_style_file, matlab_style_file)
 
 HAS_ONNXSCRIPT = importlib.util.find_spec("onnxscript") is not None
 needs_onnxscript = pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo exporter needs onnxscript")

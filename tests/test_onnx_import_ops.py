@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 from onnx import TensorProto, helper
+from onnx_import_helpers import make_model, ort_run, relative_error, seeded, tensor
 
 from advcli.runtime.onnx_import import convert
 from advcli.runtime.onnx_import.context import OPS
-from onnx_import_helpers import make_model, ort_run, relative_error, seeded, tensor
 
 N = helper.make_node
 X4 = (2, 5, 6)  # a (N, 2, 5, 6) input: odd sizes catch off-by-one padding and rounding

@@ -12,7 +12,18 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from .context import Ctx, floor_div, is_scalar, item_arith, normalise_axis, op, rank_of, sym_from, sym_or_const, tensor_of
+from .context import (
+    Ctx,
+    floor_div,
+    is_scalar,
+    item_arith,
+    normalise_axis,
+    op,
+    rank_of,
+    sym_from,
+    sym_or_const,
+    tensor_of,
+)
 from .values import Const, Value, dtype_of
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

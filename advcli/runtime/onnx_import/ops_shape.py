@@ -14,8 +14,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .context import (Ctx, dim_item, item_probe, items_of, normalise_axis, op, product, rank_of, reshape,
-                      static_shape, sym_from, sym_or_const, tensor_of, torch_pads)
+from .context import (
+    Ctx,
+    dim_item,
+    item_probe,
+    items_of,
+    normalise_axis,
+    op,
+    product,
+    rank_of,
+    reshape,
+    static_shape,
+    sym_from,
+    sym_or_const,
+    tensor_of,
+    torch_pads,
+)
 from .loading import TORCH_DTYPES
 from .values import Const, Dyn, Item, Sym, Value, check_elements, dtype_of
 
