@@ -26,7 +26,7 @@ from faults.checkpoints import (
     rewrite_resume_tensors,
     write_resume_info,
 )
-from faults.contract import assert_refused, assert_succeeded, invoke
+from faults.contract import assert_refused, assert_succeeded, invoke, strict_json
 from faults.fixtures import artifacts, world  # noqa: F401 - fixtures
 
 EVAL = ("--samples", 4, "--iters", 1, "--sanity-samples", 0, "--device", "cpu")
@@ -44,7 +44,6 @@ ONNX_METADATA_CASES = {
     "classes-too-many": {"advcli.classes": '["a", "b", "c", "d", "e"]'},
     "data-missing-file": {"advcli.data": "npz:/nonexistent/data.npz"},
     "data-empty": {"advcli.data": ""},
-    "source-run-relative-elsewhere": {"advcli.source_run": "somewhere/else"},
     "source-fingerprint-empty": {"advcli.source_fingerprint": ""},
 }
 
@@ -58,14 +57,33 @@ def test_crafted_onnx_metadata_is_refused(name, world):
     world.assert_unchanged(before)
 
 
-def test_onnx_source_run_with_a_bad_weights_field_is_refused(world):
-    """The run named in the file's metadata is read to match its fingerprint; a bad one is refused, not a crash."""
+TRANSFER_SOURCE_CASES = {
+    "source-run-relative-elsewhere": {"advcli.source_run": "somewhere/else"},
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSFER_SOURCE_CASES))
+def test_an_unusable_source_in_onnx_metadata_falls_back_to_square_and_says_so(name, world):
+    """Without conversion, a file whose metadata names no usable run is attacked by Square, never silently."""
+    onnx_file = rewrite_onnx_metadata(world.artifacts.onnx, world.root / "crafted" / "model.onnx",
+                                      TRANSFER_SOURCE_CASES[name])
+    outcome = invoke("eval", "--model", onnx_file, "--no-convert", "--json", *EVAL)
+    assert_succeeded(outcome)
+    report = strict_json(outcome.stdout)
+    assert report["white_box"]["mode"] == "black-box" and "transfer_error" in report["white_box"]
+    assert "replaced by square" in " ".join(outcome.stderr.split())
+
+
+def test_onnx_source_run_with_a_bad_weights_field_is_named_not_a_crash(world):
+    """The run named in the file's metadata is read to match its fingerprint; a corrupt one is named, not a crash."""
     source = copy_run(world.artifacts.run, world.root / "source")
     edit_meta(source, "weights", "model.safetensors")
     onnx_file = rewrite_onnx_metadata(world.artifacts.onnx, world.root / "crafted" / "model.onnx",
                                       {"advcli.source_run": str(source)})
     before = world.snapshot()
-    assert_refused(invoke("eval", "--model", onnx_file, *EVAL))
+    outcome = invoke("eval", "--model", onnx_file, "--no-convert", "--json", *EVAL)
+    assert_succeeded(outcome)
+    assert "unreadable" in strict_json(outcome.stdout)["white_box"]["transfer_error"]
     world.assert_unchanged(before)
 
 

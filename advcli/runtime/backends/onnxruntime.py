@@ -190,17 +190,19 @@ def load_transfer_source(classifier: Classifier, source: Optional[str | Path], d
     if not named or not fingerprint:
         raise AdvcliError(f"{classifier.path} names no source checkpoint; pass a run as `source` for transfer "
                           "attacks, or use only black-box attacks (square)", param="source")
+    unreadable = ""
     for candidate in dict.fromkeys((Path(named), classifier.path.parent)):
         if not (candidate / META_FILE).is_file():
             continue
         try:
             meta = read_run_meta(candidate)
-        except CheckpointError:
+        except CheckpointError as error:
+            unreadable = f" ({candidate} is unreadable: {error.message})"
             continue
         if meta["weights"].get("sha256") == fingerprint:
             return load_run(candidate, device=device)
-    raise AdvcliError(f"source checkpoint {named} of {classifier.path} was not found with weights {fingerprint[:19]}…; "
-                      "pass a run as `source`, or use only black-box attacks (square)", param="source")
+    raise AdvcliError(f"source checkpoint {named} of {classifier.path} was not found with weights {fingerprint[:19]}…"
+                      f"{unreadable}; pass a run as `source`, or use only black-box attacks (square)", param="source")
 
 
 BACKENDS.register("onnxruntime", Backend(load_onnx_classifier, suffixes=(".onnx",)))
