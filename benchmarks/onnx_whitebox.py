@@ -36,8 +36,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the third-party file styles the tests build
 
 from onnx_import_helpers import export_dynamo, export_legacy  # noqa: E402
-from onnx_import_models import (BatchNormCNN, Byte255, Normalised, SmallResNet, WithSoftmax,  # noqa: E402
-                                keras_style_file, matlab_style_file)
+from onnx_import_models import (  # noqa: E402
+    BatchNormCNN,
+    Byte255,
+    Normalised,
+    SmallResNet,
+    WithSoftmax,
+    keras_style_file,
+    matlab_style_file,
+)
 
 
 def train_torch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int = 0) -> nn.Module:

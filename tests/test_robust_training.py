@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from advcli.data import Dataset, load_dataset
-from advcli.errors import AdvcliError, CheckpointError
+from advcli.errors import AdvcliError, CheckpointError, OutputError
 from advcli.io.runs import load_run
 from advcli.training import (
     LR_SCHEDULES,
@@ -385,7 +385,7 @@ def test_resume_refuses_finished_altered_or_occupied_runs(small, small_spec, tmp
         resume_training(finished, dataset=small)
     stopped = save_training(train_model(config, dataset=small, should_stop=_stop_after(2)), tmp_path / "stopped")
     (tmp_path / "stopped-resumed").mkdir()
-    with pytest.raises(CheckpointError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         resume_training(stopped, dataset=small)
     state = stopped / "resume.safetensors"
     data = bytearray(state.read_bytes())

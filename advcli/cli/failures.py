@@ -1,5 +1,6 @@
 """Exit codes and the error handling every command shares: our own errors become one line naming the
-command's flags, and exit 2; Ctrl-C becomes exit 130."""
+command's flags, and exit 2; Ctrl-C becomes exit 130. Running out of memory, and file errors the
+library did not foresee, are one line and exit 2 as well: never a traceback."""
 
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             fail(error.render(flag_names()), EXIT_USAGE)
         except KeyboardInterrupt:
             fail("interrupted", EXIT_INTERRUPTED)
+        except MemoryError:
+            fail("out of memory: this input needs more memory than the machine has free", EXIT_USAGE)
+        except OSError as error:
+            where = f"{error.filename}: " if error.filename else ""
+            fail(f"{where}{error.strerror or error}", EXIT_USAGE)
 
     context = inspect.Parameter("_context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
     wrapper.__signature__ = signature.replace(parameters=[context, *own])  # type: ignore[attr-defined]

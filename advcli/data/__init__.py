@@ -17,6 +17,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "resolve_data_spec": ".spec",
     "default_cache_dir": ".spec",
     "select_samples": ".selection",
+    "DataLimits": ".limits",
     "FORMATS": ".formats",
     "Format": ".formats",
     "generate_digits": ".formats.digits",
@@ -24,6 +25,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "DIGITS_VERSION": ".formats.digits",
 })
 
-__all__ = ["Dataset", "make_dataset", "DEFAULT_DATA", "load_dataset", "load_recorded_dataset",
-           "parse_data_spec", "resolve_data_spec",
-           "default_cache_dir", "select_samples", "FORMATS", "Format", "generate_digits", "digit_fonts", "DIGITS_VERSION"]
+__all__ = ["Dataset", "make_dataset", "DEFAULT_DATA", "load_dataset", "load_recorded_dataset", "parse_data_spec",
+           "resolve_data_spec", "default_cache_dir", "select_samples", "DataLimits", "FORMATS", "Format",
+           "generate_digits", "digit_fonts", "DIGITS_VERSION"]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 from ..errors import DataError
 from .formats import FORMATS
+from .limits import DataLimits, format_bytes, resolve_limits
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -78,14 +79,20 @@ def load_recorded_dataset(spec: str, recorded_by: object, *, on_progress: Option
 
 
 def load_dataset(spec: str = DEFAULT_DATA, *, cache_dir: pathlib.Path | None = None,
-                 on_progress: Optional["Progress"] = None) -> "Dataset":
+                 limits: DataLimits | None = None, on_progress: Optional["Progress"] = None) -> "Dataset":
     """Load the dataset named by `spec`; its `spec` is the resolved one (:func:`resolve_data_spec`).
-    `cache_dir` is where generated or downloaded data is kept; `on_progress(stage, done, total)`
-    follows a download."""
+    `cache_dir` is where generated or downloaded data is kept, `limits` what its files may make us
+    allocate (default: :meth:`DataLimits.current`); `on_progress(stage, done, total)` follows a
+    download."""
     name, path = parse_data_spec(spec)
     if name not in FORMATS:
         raise DataError(f"unknown data format {name!r} in {spec!r}; known formats: {', '.join(known_specs())}",
                         param="data")
     if path is not None:
         path = parse_data_spec(resolve_data_spec(spec))[1]
-    return FORMATS.get(name).load(path, cache_dir=cache_dir, on_progress=on_progress)
+    limits = resolve_limits(limits)
+    try:
+        return FORMATS.get(name).load(path, cache_dir=cache_dir, limits=limits, on_progress=on_progress)
+    except MemoryError:
+        raise DataError(f"{spec}: not enough memory to load it (the limit is {format_bytes(limits.max_bytes)} as "
+                        "float32; the machine has less free)", param="data") from None

@@ -10,7 +10,6 @@ of the selection (a targeted attack may still move a misclassified sample to its
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,8 @@ from ..attacks.config import AttackConfig
 from ..data.dataset import Dataset
 from ..data.selection import select_samples
 from ..errors import AdvcliError
-from ..io.atomic import write_bytes_atomic
+from ..io.atomic import atomic_path
+from ..io.destinations import check_destination
 from ..io.provenance import package_versions, utc_now
 from ..io.runs import DEFAULT_RUNS_DIR, Run
 from ..runtime.classifier import Classifier
@@ -103,12 +103,6 @@ def default_output_name(attack: AttackConfig, split: str) -> str:
     return f"{attack.name}{norm}-eps{attack.eps:g}{target}-{split}.npz"
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
 def _destinations(config: CraftConfig, classifier: Classifier, attack: AttackConfig) -> tuple[Path, Path]:
     """The .npz and grid paths, refused before any work when they cannot be written or exist. By
     default a run's results go to its ``attacks/`` folder, a file's to ``attacks/`` beside it."""
@@ -124,10 +118,10 @@ def _destinations(config: CraftConfig, classifier: Classifier, attack: AttackCon
     if out.suffix != ".npz":
         raise AdvcliError(f"`out` must end in .npz, got {out}", param="out")
     grid = Path(config.grid) if config.grid else out.with_suffix(".png")
-    for target in (out, grid):
-        if target.exists():
-            raise AdvcliError(f"{target} already exists; choose another `out`/`grid` (results are never overwritten)",
-                              param="out")
+    if grid.suffix.lower() != ".png":
+        raise AdvcliError(f"`grid` must end in .png, got {grid}", param="grid")
+    check_destination(out, param="out")
+    check_destination(grid, param="grid" if config.grid else "out")
     return out, grid
 
 
@@ -210,10 +204,11 @@ def craft(
     if attack.target is not None:
         arrays["targets"] = outcome.targets.numpy()
         hit_rate, untargetable = _target_figures(outcome.targets, y, adv_pred)
-    _save_npz(out, arrays)
     from ..io.plots import save_prediction_grid
 
-    save_prediction_grid(x_adv.numpy(), adv_pred.tolist(), y.tolist(), classes, grid, seed=config.sampling.seed)
+    with atomic_path(out, suffix=".npz") as staged, open(staged, "wb") as handle:
+        np.savez_compressed(handle, **arrays)  # renamed into place only once the grid is written too
+        save_prediction_grid(x_adv.numpy(), adv_pred.tolist(), y.tolist(), classes, grid, seed=config.sampling.seed)
     return CraftResult(
         path=out, grid=grid, run=str(classifier.path), samples=len(x), notes=meta["notes"],
         warnings=prepared.warnings, white_box=prepared.white_box,

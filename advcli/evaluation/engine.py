@@ -19,7 +19,7 @@ import torch
 from ..attacks.config import AttackConfig
 from ..attacks.sequence import run_sequence
 from ..errors import AdvcliError, AttackError
-from ..runtime.execution import predict
+from ..runtime.execution import by_chunks, predict
 from ..runtime.victim import QueryCounter, Victim
 from .report import AttackResult
 
@@ -38,12 +38,20 @@ class AttackedSamples:
     adversarials: Optional[torch.Tensor] = None  # the adversarial examples, when kept
 
 
+@torch.no_grad()
 def clean_predictions(victim: Victim, x: torch.Tensor, *, batch_size: int) -> torch.Tensor:
-    """The judge's labels for `x`, in batches, written into one tensor sized once."""
+    """The judge's labels for `x`, in batches, written into one tensor sized once. Outputs that are
+    NaN or infinite are refused: no label follows from them, and an accuracy counted over them would
+    not be a measurement."""
     predictions = torch.empty(len(x), dtype=torch.long)
+    non_finite = 0
     for start in range(0, len(x), batch_size):
-        predictions[start:start + batch_size] = predict(victim.judge, x[start:start + batch_size].to(
-            victim.device, non_blocking=True))
+        logits = by_chunks(victim.judge, x[start:start + batch_size].to(victim.device, non_blocking=True))
+        non_finite += int((~torch.isfinite(logits).all(1)).sum())
+        predictions[start:start + batch_size] = logits.argmax(1).cpu()
+    if non_finite:
+        raise AdvcliError(f"the model's outputs are NaN or infinite on {non_finite} of {len(x)} clean samples: "
+                          "no prediction follows from them, so no accuracy is reported")
     return predictions
 
 

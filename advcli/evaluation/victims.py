@@ -81,10 +81,10 @@ def prepare(classifier: Classifier, x: torch.Tensor, config: EvalConfig) -> Prep
     notes, warnings = [], list(classifier.warnings)
     if classifier.integer_input:
         x = to_grid(x)
+    source = _explicit_source(config, device)  # a bad `source` is refused before any work, used or not
     if classifier.white_box is not None:
-        prepared = _prepare_onnx(classifier, x, config, device, notes, warnings)
-    elif config.source is not None:
-        source = _explicit_source(config, device)
+        prepared = _prepare_onnx(classifier, x, config, device, notes, warnings, source)
+    elif source is not None:
         victim = Victim.of(classifier.as_module(), precision=precision, source=source.model,
                            transfer_from=str(source.path))
         prepared = Prepared(victim, x, {"mode": "transfer", "converted": False, "reason": "`source` was given",
@@ -110,7 +110,7 @@ def prepare(classifier: Classifier, x: torch.Tensor, config: EvalConfig) -> Prep
 
 
 def _prepare_onnx(classifier: Classifier, x: torch.Tensor, config: EvalConfig, device: torch.device,
-                  notes: list[str], warnings: list[str]) -> Prepared:
+                  notes: list[str], warnings: list[str], source: Optional[Run]) -> Prepared:
     """White-box on the conversion, else transfer, else Square only; one note says which and why."""
     judge = classifier.as_module()
     precision = config.runtime.precision
@@ -135,17 +135,16 @@ def _prepare_onnx(classifier: Classifier, x: torch.Tensor, config: EvalConfig, d
             return Prepared(victim, x, {"mode": "converted", "converted": True, "reason": None,
                                         "parity": box.parity.to_dict(), "conversion_notes": box.notes,
                                         "conversion_seconds": round(box.converted.seconds, 3)})
-    return _fallback(classifier, judge, x, config, device, reason, parity, notes)
+    return _fallback(classifier, judge, x, config, device, reason, parity, notes, source)
 
 
 def _fallback(classifier: Classifier, judge: torch.nn.Module, x: torch.Tensor, config: EvalConfig,
-              device: torch.device, reason: str, parity: Optional[dict], notes: list[str]) -> Prepared:
+              device: torch.device, reason: str, parity: Optional[dict], notes: list[str],
+              source: Optional[Run]) -> Prepared:
     block = {"converted": False, "reason": reason, "parity": parity}
     try:
-        source = load_transfer_source(classifier, config.source, device)
+        source = source if source is not None else load_transfer_source(classifier, None, device)
     except AdvcliError as error:
-        if config.source is not None:
-            raise
         notes.append(f"white-box attacks on {classifier.path.name} are not possible ({reason}) and there is no "
                      f"transfer source ({error.message}); gradient attacks are replaced by square, a weaker "
                      "evaluation")

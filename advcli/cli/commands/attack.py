@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..escaping import shown
 from ..failures import handles_errors
 from ..options import (
     AttackName,
@@ -41,14 +42,7 @@ from ..options import (
 )
 from ..progress import progress_view
 from ..render import err, precision_note, print_json, say_notes, say_warnings, trust_warning
-
-
-def announce_run(model: Optional[str], runs_dir: Path) -> None:
-    from ...io.runs import resolve_run_path
-
-    if model is None:
-        path, _ = resolve_run_path(None, runs_dir)
-        err.print(f"using the newest run: [bold]{path}[/]", highlight=False)
+from ..run_choice import announce_run
 
 
 def attack_command(
@@ -109,7 +103,8 @@ def attack_command(
     if as_json:
         print_json(result.to_dict())
         return
-    err.print(f"saved {result.samples} adversarial examples to [bold]{result.path}[/] and a grid to [bold]{result.grid}[/]", highlight=False)
+    err.print(f"saved {result.samples} adversarial examples to [bold]{shown(result.path)}[/] and a grid to "
+              f"[bold]{shown(result.grid)}[/]", highlight=False)
     err.print(f"accuracy: clean {result.clean_accuracy:.4f}, adversarial {result.adversarial_accuracy:.4f} "
               f"({precision_note(result.precision)})", highlight=False)
     if result.target_hit_rate is not None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from ..failures import EXIT_THRESHOLD, handles_errors
+from ..failures import EXIT_THRESHOLD, EXIT_USAGE, handles_errors
 from ..options import (
     AttackName,
     BackendName,
@@ -37,8 +37,11 @@ from ..options import (
     contract_settings,
 )
 from ..progress import progress_view
-from ..render import print_json, render_report, say_notes, say_warnings, trust_warning
-from .attack import announce_run
+from ..render import fail, print_json, render_report, say_notes, say_warnings, trust_warning
+from ..run_choice import announce_run
+
+if TYPE_CHECKING:
+    from ...evaluation.report import EvalReport
 
 
 def eval_command(
@@ -82,15 +85,16 @@ def eval_command(
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Exit 1 when clean accuracy is below this."),
     min_robust_accuracy: Optional[float] = typer.Option(None, "--min-robust-accuracy", help="Exit 1 when robust accuracy is below this."),
     report_file: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON report to this file."),
+    force: bool = typer.Option(False, "--force", help="Let --report and --plot replace an existing file (never a file inside a run folder)."),
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Clean and robust accuracy (worst case per sample over the attacks), curves over eps,
     per-class figures and sanity checks; thresholds for CI gates."""
-    from ...evaluation.api import check_plot_path, evaluate, save_curve_plot
+    from ...evaluation.api import check_plot_path, evaluate
     from ...evaluation.config import EvalConfig, parse_eps, read_class_names
-    from ...io.atomic import write_json_atomic
+    from ...io.destinations import check_destination
 
     config = EvalConfig.from_flat(dict(
         model=model, data=data, split=split, attacks=tuple(a.value for a in attack), eps=parse_eps(eps), alpha=alpha,
@@ -103,6 +107,9 @@ def eval_command(
     config.validate()
     if plot is not None:
         check_plot_path(plot)
+    for path, param in ((report_file, "report"), (plot, "plot")):
+        if path is not None:
+            check_destination(path, param=param, force=force)
     announce_run(model, runs_dir)
     if trust_pickled_model:
         trust_warning(model)
@@ -111,16 +118,30 @@ def eval_command(
     say_notes(report.notes)
     say_warnings(report.warnings)
     payload = report.to_dict()
-    if report_file is not None:
-        write_json_atomic(report_file, payload)
-    if plot is not None:
-        save_curve_plot(report, plot)
     if as_json:
         print_json(payload)
     else:
         render_report(report)
+    _write_outputs(report, payload, report_file, plot, as_json)
     if not report.passed:
         raise typer.Exit(EXIT_THRESHOLD)
+
+
+def _write_outputs(report: "EvalReport", payload: dict, report_file: Optional[Path], plot: Optional[Path],
+                   as_json: bool) -> None:
+    """Write the report file and the plot; a failure (a full disk) is one error line that says the
+    results were printed all the same."""
+    from ...errors import OutputError
+    from ...evaluation.api import save_curve_plot
+    from ...io.atomic import write_json_atomic
+
+    try:
+        if report_file is not None:
+            write_json_atomic(report_file, payload)
+        if plot is not None:
+            save_curve_plot(report, plot)
+    except OutputError as error:
+        fail(f"{error.message} (the results are printed {'on stdout' if as_json else 'above'})", EXIT_USAGE)
 
 
 def register(app: typer.Typer) -> None:

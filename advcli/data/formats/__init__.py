@@ -15,6 +15,7 @@ from ...registry import Registry
 
 if TYPE_CHECKING:
     from ..dataset import Dataset
+    from ..limits import DataLimits
 
 
 #: ``on_progress(stage, done, total)``, e.g. the bytes of a download as they arrive.
@@ -22,11 +23,13 @@ Progress = Callable[[str, int, int], None]
 
 
 class Loader(Protocol):
-    """A format loader: takes the PATH part of the spec (None when absent), a cache folder and a
-    progress callback (for formats that download or generate their data)."""
+    """A format loader: takes the PATH part of the spec (None when absent), a cache folder, the
+    limits its files' declared sizes are checked against before anything large is allocated
+    (:mod:`advcli.data.limits`), and a progress callback (for formats that download or generate
+    their data)."""
 
     def __call__(self, path: str | None, *, cache_dir: pathlib.Path | None = None,
-                 on_progress: Optional[Progress] = None) -> "Dataset": ...
+                 limits: "DataLimits | None" = None, on_progress: Optional[Progress] = None) -> "Dataset": ...
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ class Check:
 
 
 SANITY_CHECKS: Registry[Check] = Registry("sanity check", param="sanity", package=__name__, order=(
-    "probability-outputs", "zero-gradients", "non-differentiable-operators", "above-chance-unbounded",
+    "finite-outputs", "probability-outputs", "zero-gradients", "non-differentiable-operators", "above-chance-unbounded",
     "accuracy-increases-with-eps", "fgsm-far-above-pgd", "black-box-beats-white-box"))
 
 

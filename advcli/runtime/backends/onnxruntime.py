@@ -11,13 +11,14 @@ pixel space.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
+from ...data.limits import DataLimits
 from ...errors import AdvcliError, CheckpointError
+from ...io.documents import read_onnx_metadata
 from ...io.layout import META_FILE
 from ...io.provenance import file_sha256
 from ...io.runs import Run, load_run, read_run_meta
@@ -96,15 +97,6 @@ def create_session(path: Path | str, device: str = "auto") -> tuple[Any, list[st
     return session, [f"device auto: {problem}; running on {', '.join(ran)}"]
 
 
-def _metadata_json(path: Path, metadata: dict[str, str], key: str) -> Any:
-    if key not in metadata:
-        return None
-    try:
-        return json.loads(metadata[key])
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: malformed metadata {key!r}") from None
-
-
 def _check_io(path: Path, session: Any) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].type not in IMAGE_TYPES:
@@ -114,9 +106,9 @@ def _check_io(path: Path, session: Any) -> None:
         raise CheckpointError(f"{path}: expected logits or probabilities (N, classes) as first output")
 
 
-def _pixel_shape(path: Path, session: Any, metadata: dict[str, str], contract: Any) -> Optional[tuple[int, ...]]:
+def _pixel_shape(session: Any, advcli_metadata: dict[str, Any], contract: Any) -> Optional[tuple[int, ...]]:
     """advcli's (C, H, W) the file takes: its metadata's, else its declared sizes under the contract's layout."""
-    input_shape = _metadata_json(path, metadata, "advcli.input_shape")
+    input_shape = advcli_metadata.get("advcli.input_shape")
     if input_shape is not None:
         return tuple(input_shape)
     dims = [dim if isinstance(dim, int) else None for dim in session.get_inputs()[0].shape[1:]]
@@ -147,7 +139,8 @@ def load_onnx_classifier(path: Path, request: LoadRequest | str = LoadRequest())
         raise AdvcliError(f"{path} takes uint8 pixels, which cannot be normalised before it; drop `mean` and `std`",
                           param="mean")
     metadata = dict(session.get_modelmeta().custom_metadata_map)
-    classes = contract.class_names or _metadata_json(path, metadata, "advcli.classes")
+    advcli_metadata = read_onnx_metadata(metadata, str(path), DataLimits.current())
+    classes = contract.class_names or advcli_metadata.get("advcli.classes")
     providers = list(session.get_providers())
     try:
         judge = OnnxJudge(path, contract, log_outputs=contract.outputs == "probabilities", providers=providers)
@@ -172,7 +165,7 @@ def load_onnx_classifier(path: Path, request: LoadRequest | str = LoadRequest())
     return Classifier(
         path=path, backend="onnxruntime", fingerprint=file_sha256(path), logits=judge, device=torch.device("cpu"),
         classes=list(classes) if classes is not None else None,
-        input_shape=_pixel_shape(path, session, metadata, contract), data_spec=metadata.get("advcli.data"),
+        input_shape=_pixel_shape(session, advcli_metadata, contract), data_spec=metadata.get("advcli.data"),
         execution_providers=providers, metadata=metadata, notes=notes, contract=contract,
         integer_input=integer_input, non_differentiable=findings, warnings=warnings, white_box=white_box,
     )
@@ -197,17 +190,19 @@ def load_transfer_source(classifier: Classifier, source: Optional[str | Path], d
     if not named or not fingerprint:
         raise AdvcliError(f"{classifier.path} names no source checkpoint; pass a run as `source` for transfer "
                           "attacks, or use only black-box attacks (square)", param="source")
+    unreadable = ""
     for candidate in dict.fromkeys((Path(named), classifier.path.parent)):
         if not (candidate / META_FILE).is_file():
             continue
         try:
             meta = read_run_meta(candidate)
-        except CheckpointError:
+        except CheckpointError as error:
+            unreadable = f" ({candidate} is unreadable: {error.message})"
             continue
         if meta["weights"].get("sha256") == fingerprint:
             return load_run(candidate, device=device)
-    raise AdvcliError(f"source checkpoint {named} of {classifier.path} was not found with weights {fingerprint[:19]}…; "
-                      "pass a run as `source`, or use only black-box attacks (square)", param="source")
+    raise AdvcliError(f"source checkpoint {named} of {classifier.path} was not found with weights {fingerprint[:19]}…"
+                      f"{unreadable}; pass a run as `source`, or use only black-box attacks (square)", param="source")
 
 
 BACKENDS.register("onnxruntime", Backend(load_onnx_classifier, suffixes=(".onnx",)))
