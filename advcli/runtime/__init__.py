@@ -1,0 +1,1 @@
+"""Runtime support: how advcli runs on one or many processes and devices."""
