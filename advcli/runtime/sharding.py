@@ -7,11 +7,13 @@ per-sample results back in single-process order.
 Random draws are keyed by (seed, step, stream, global sample index) instead of coming from one
 generator in batch order: a sample gets the same random start whichever rank holds it, in whichever
 batch and position, on any number of ranks and any device. Each sample gets its own CPU generator
-(Mersenne Twister) seeded with a hash of its key. Measured on one core of a 2-core EPYC, a uniform
-draw for 1x28x28 images took 0.9 ms for 100 images and 9.6 ms for 1000 (one unkeyed ``torch.rand``
-for the batch: 0.36 and 2.9 ms); an integer hash of every pixel in torch operations took 2.1 and
-59 ms. torch's CPU generator keeps 32 bits of its seed, so two of n draws share a stream with
-probability about n²/2³³: harmless for random starts, not a source of secrets.
+(Mersenne Twister) seeded with a hash of its key, and the draws are then copied to the samples'
+device. Fastest of the keyed ways measured (benchmarks/distributed_scaling.py noise, one thread of a
+shared 2-core EPYC, least of 15 interleaved runs): 1x28x28 images, 1.05 ms for 100 and 9.7 ms for
+1000 (an integer hash of every pixel in torch operations: 1.4 and 13.7 ms; one unkeyed ``torch.rand``
+for the batch: 0.28 and 2.8 ms); 3x32x32, 1.9 and 17.6 ms (hash 3.0 and 59 ms). That is under 1% of
+an FGSM-RS step of seed-cnn on the same CPU. torch's CPU generator keeps 32 bits of its seed, so
+two of n draws share a stream with probability about n²/2³³: harmless for random starts.
 """
 
 from __future__ import annotations
