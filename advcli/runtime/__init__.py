@@ -1,5 +1,6 @@
 """Where and how models run: devices, precision, frozen crafting copies, the model under attack
-(:class:`Victim`) and the backends that load a model for evaluation (torch runs, ONNX files)."""
+(:class:`Victim`), the backends that load a model for evaluation (torch runs, ONNX files), and
+running on several processes under torchrun (process group, collectives, sharding)."""
 
 from .._lazy import lazy_exports
 
@@ -27,9 +28,29 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "BACKENDS": ".backends",
     "load_classifier": ".loading",
     "detect_backend": ".loading",
+    "DistributedContext": ".distributed",
+    "DistributedError": ".distributed",
+    "init_from_environment": ".distributed",
+    "distributed_session": ".distributed",
+    "shutdown": ".distributed",
+    "agree": ".distributed",
+    "barrier": ".distributed",
+    "sum_over_ranks": ".distributed",
+    "mean_over_ranks": ".distributed",
+    "broadcast_buffers": ".distributed",
+    "gather_samples": ".distributed",
+    "wrap_model": ".distributed",
+    "unwrap_model": ".distributed",
+    "shard_indices": ".sharding",
+    "shard_batch": ".sharding",
+    "sample_uniform": ".sharding",
+    "sample_normal": ".sharding",
 })
 
 __all__ = ["DEVICES", "resolve_device", "auto_fallback_note", "cuda_unavailable_reason", "keep_freed_memory",
            "PRECISIONS", "resolve_precision", "cpu_has_native_bf16", "Autocast", "crafting_model", "deciding_model",
            "reference_model", "set_channels_last", "attack_mode", "predict", "by_chunks", "Classifier",
-           "OutputsOnly", "torch_logits", "Victim", "BACKENDS", "load_classifier", "detect_backend"]
+           "OutputsOnly", "torch_logits", "Victim", "BACKENDS", "load_classifier", "detect_backend",
+           "DistributedContext", "DistributedError", "init_from_environment", "distributed_session", "shutdown",
+           "agree", "barrier", "sum_over_ranks", "mean_over_ranks", "broadcast_buffers", "gather_samples",
+           "wrap_model", "unwrap_model", "shard_indices", "shard_batch", "sample_uniform", "sample_normal"]
