@@ -243,13 +243,23 @@ def test_eval_curve_per_class_plot_and_sanity_json(trained_run, tmp_path):
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_eval_table_lists_fired_sanity_checks_or_says_all_passed(trained_run):
-    result = invoke("eval", "--model", trained_run, "--attack", "pgd", "--iters", 3, "--eps", "0.05,0.1",
-                    "--samples", 20, "--per-class", "--sanity-samples", 10)
-    assert result.exit_code == 0, result.output
+@pytest.mark.parametrize("fire", [False, True])
+def test_eval_table_lists_fired_sanity_checks_or_says_all_passed(trained_run, fire, monkeypatch):
+    from advcli.evaluation.sanity import SANITY_CHECKS, Check, SanityCheck
+
+    if fire:  # a check that always fires, in place of the first registered one
+        name = SANITY_CHECKS.names()[0]
+        monkeypatch.setitem(SANITY_CHECKS._entries, name, Check(lambda inputs: SanityCheck(name, True, "forced")))
+    args = ("eval", "--model", trained_run, "--attack", "pgd", "--iters", 3, "--eps", "0.05,0.1", "--samples", 20,
+            "--per-class", "--sanity-samples", 10)
+    result, as_json = invoke(*args), invoke(*args, "--json")
+    assert result.exit_code == 0 and as_json.exit_code == 0, result.output
+    fired = [check["name"] for check in json.loads(as_json.stdout)["sanity"] if check["fired"]]
+    assert fired or not fire
     text = " ".join(result.stdout.split())  # titles wrap at the table's width
     assert "Robust accuracy against eps" in text and "Per class" in text
-    assert "all sanity checks passed" in text or "sanity check fired" in text
+    assert text.count("sanity check fired") == len(fired) and all(name in text for name in fired)
+    assert ("all sanity checks passed" in text) == (not fired)
 
 
 def test_eval_l2_and_targeted_options(trained_run):
@@ -258,7 +268,9 @@ def test_eval_l2_and_targeted_options(trained_run):
     assert result.exit_code == 0, result.output
     (attack,) = json.loads(result.stdout)["attacks"]
     assert attack["norm"] == "l2" and attack["target"] == "random" and attack["max_perturbation"] <= 1.5 + 1e-4
-    assert 0 <= attack["target_hit_rate"] <= 1
+    # every sample that reached its target is misclassified, so those cannot count as robust
+    assert attack["target_hit_rate"] > 0
+    assert attack["robust_accuracy"] <= 1 - attack["target_hit_rate"] * (attack["attacked"] - attack["untargetable"]) / 20
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,9 @@ def test_round_trip_restores_the_same_model(trained_run, tiny_dataset):
     assert meta["config"]["epochs"] == 10 and meta["seed"] == 0
     assert meta["data"]["fingerprint"] == tiny_dataset.fingerprint
     assert {"torch", "numpy", "python"} <= set(meta["versions"])
-    assert 0 <= meta["metrics"]["clean_test_accuracy"] <= 1
+    with torch.no_grad():
+        recomputed = float((run.model(tiny_dataset.x_test).argmax(1) == tiny_dataset.y_test).float().mean())
+    assert meta["metrics"]["clean_test_accuracy"] == pytest.approx(recomputed, abs=1e-6)
     assert run.fingerprint.startswith("sha256:")
     assert (trained_run / "history.csv").read_text().startswith("iteration,epoch,loss")
     assert (trained_run / "loss.png").read_bytes()[:4] == b"\x89PNG"

@@ -214,7 +214,8 @@ class TrainConfig(FlatSettings):
         choosable = ", ".join(name for name, other in METHODS.items() if other.inits)
         _first_failure([
             (not spec.adversarial or a.eps > 0, f"adversarial training ({self.method}) needs `eps` > 0", "eps"),
-            (not spec.adversarial or self.step_size > 0, f"`alpha` must be > 0, got {a.alpha}", "alpha"),
+            (not spec.adversarial or self.step_size > 0,
+             f"`alpha` must be > 0, got {a.alpha if a.alpha is not None else self.step_size}", "alpha"),
             (self.attack_iters == 1 or spec.multi_step,
              f"method {self.method} takes a single attack step; `iters` applies to {multi_step}", "iters"),
             (a.init is None or a.init in INITS, f"`init` must be one of {INITS.choices()}, got {a.init!r}", "init"),
