@@ -13,6 +13,7 @@ from ._version import __version__
 
 _EXPORTS = {
     "AdvcliError": ".errors", "AttackError": ".errors", "CheckpointError": ".errors", "DataError": ".errors",
+    "DistributedError": ".errors",
     "ThreatModel": ".threat", "Registry": ".registry",
     "ATTACKS": ".attacks", "AttackConfig": ".attacks", "resolve_attack": ".attacks", "fgsm": ".attacks",
     "bim": ".attacks", "pgd": ".attacks", "apgd": ".attacks", "square_attack": ".attacks", "auto": ".attacks",

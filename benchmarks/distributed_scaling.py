@@ -14,6 +14,12 @@ one measurement take turns, so a change in the machine's load hits them alike):
 * ``allreduce``: preact-resnet18 (3x32x32): a DDP step of --resnet-batch images per rank with and
   without the all-reduce, one all-reduce of all its gradients, one broadcast of its buffers (what
   DDP does before a forward that follows a training forward).
+* ``advcli``: the library's own paths, as the command line runs them: FGSM-RS training of seed-cnn
+  on the built-in digits through :func:`advcli.training.train_model` (global batch --batch; seconds
+  per iteration, from the loop's own per-iteration stop poll, setup and the final test excluded) and
+  a BIM-20 evaluation through :func:`advcli.evaluation.evaluate_model` (--samples images, an eps
+  small enough that no sample stops early). Each on all ranks, and on rank 0 alone (one process,
+  no process group) in turns with it.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/distributed_scaling.py noise
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/distributed_scaling.py scaling
@@ -21,6 +27,8 @@ one measurement take turns, so a change in the machine's load hits them alike):
         benchmarks/distributed_scaling.py scaling
     OMP_NUM_THREADS=1 PYTHONPATH=. python -m torch.distributed.run --standalone --nproc-per-node 2 \\
         benchmarks/distributed_scaling.py allreduce
+    OMP_NUM_THREADS=1 PYTHONPATH=. python -m torch.distributed.run --standalone --nproc-per-node 2 \\
+        benchmarks/distributed_scaling.py advcli
 """
 
 from __future__ import annotations
@@ -38,7 +46,13 @@ import torch.nn.functional as F
 
 import advcli
 from advcli.runtime.distributed import (
-    DistributedContext, barrier, broadcast_buffers, distributed_session, gather_samples, unwrap_model, wrap_model,
+    DistributedContext,
+    barrier,
+    broadcast_buffers,
+    distributed_session,
+    gather_samples,
+    unwrap_model,
+    wrap_model,
 )
 from advcli.runtime.sharding import random_start_linf, sample_uniform, shard_batch, shard_indices
 
@@ -248,9 +262,66 @@ def allreduce(args: argparse.Namespace, context: DistributedContext) -> None:
                  parameters=parameters, gradient_megabytes=round(4 * parameters / 2**20, 1))
 
 
+def library_paths(args: argparse.Namespace, context: DistributedContext) -> None:
+    """advcli's training loop and evaluation on all ranks and on rank 0 alone, taking turns."""
+    from advcli.data.spec import load_dataset
+    from advcli.evaluation.api import evaluate_model
+    from advcli.training.config import TrainConfig
+    from advcli.training.loop import train_model
+
+    dataset = load_dataset("digits")
+    config = TrainConfig.of(data="digits", arch="seed-cnn", method="fgsm-rs", eps=0.1, epochs=1, lr=0.01,
+                            batch_size=args.batch, val_split=0.0, device="cpu", precision="fp32", keyed_noise=True)
+    iterations, warm_up = args.iterations, 2
+
+    def seconds_per_iteration(on: DistributedContext) -> float:
+        stamps: list[float] = []
+
+        def poll() -> bool:
+            stamps.append(time.perf_counter())
+            return len(stamps) >= iterations
+
+        train_model(config, dataset=dataset, should_stop=poll, context=on)
+        return (stamps[-1] - stamps[warm_up - 1]) / (iterations - warm_up)
+
+    alone = DistributedContext()
+    torch.manual_seed(0)  # the same weights on every rank, as a loaded run has
+    model = advcli.build_model("seed-cnn", (1, 28, 28), 10).eval()
+    x = dataset.x_test[:args.samples]
+    with torch.no_grad():
+        y = model(x).argmax(1)  # clean-correct by construction; eps below fools none, so none stops early
+    budget = dict(attacks=("bim",), eps=0.0005, alpha=0.0001, iters=20, sanity_samples=0, batch_size=args.samples,
+                  device="cpu", precision="fp32")
+    training = {"all ranks": [], "rank 0 alone": []}
+    evaluation = {"all ranks": [], "rank 0 alone": []}
+    for _ in range(args.repeats):
+        barrier(context)
+        training["all ranks"].append(seconds_per_iteration(context))
+        barrier(context)
+        if context.is_main:
+            training["rank 0 alone"].append(seconds_per_iteration(alone))
+        for name, on in (("all ranks", context), ("rank 0 alone", alone)):
+            barrier(context)
+            if on is context or context.is_main:
+                started = time.perf_counter()
+                robust = evaluate_model(model, x, y, context=on, **budget).robust_accuracy
+                evaluation[name].append(time.perf_counter() - started)
+    for measure, times, unit in (("fgsm-rs training, advcli's loop", training, "s per iteration"),
+                                 ("bim-20 evaluation, advcli's engine", evaluation, "s")):
+        figures = {name: {"median_s": round(statistics.median(values), 4), "min_s": round(min(values), 4)}
+                   for name, values in times.items() if values}
+        if context.is_main and context.distributed:
+            speedup = figures["rank 0 alone"]["median_s"] / figures["all ranks"]["median_s"]
+            figures["speedup (medians)"] = round(speedup, 3)
+            figures["efficiency (medians)"] = round(speedup / context.world_size, 3)
+        report(context, measure=measure, unit=unit, batch=args.batch, images=args.samples, **figures)
+    report(context, measure="bim-20 evaluation: robust accuracy (below 1: samples stopped early)", robust=robust)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("measure", choices=("noise", "scaling", "allreduce"))
+    parser.add_argument("measure", choices=("noise", "scaling", "allreduce", "advcli"))
+    parser.add_argument("--iterations", type=int, default=8, help="training iterations timed (advcli)")
     parser.add_argument("--batch", type=int, default=128, help="global training batch (scaling)")
     parser.add_argument("--samples", type=int, default=64, help="images attacked (scaling)")
     parser.add_argument("--resnet-batch", type=int, default=4, help="images per rank (allreduce)")
@@ -259,7 +330,8 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     with distributed_session("cpu", timeout=600) as context:
         report(context, measure="setup", threads=torch.get_num_threads(), load_average=os.getloadavg()[0])
-        {"noise": noise, "scaling": scaling, "allreduce": allreduce}[args.measure](args, context)
+        {"noise": noise, "scaling": scaling, "allreduce": allreduce,
+         "advcli": library_paths}[args.measure](args, context)
 
 
 if __name__ == "__main__":

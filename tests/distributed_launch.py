@@ -1,5 +1,6 @@
-"""Starting the jobs of tests/distributed_worker.py on 127.0.0.1: with torchrun, or as plain processes
-given torchrun's environment variables (no elastic agent, so nothing ends a rank but the rank)."""
+"""Starting test jobs on 127.0.0.1 as plain processes given torchrun's environment variables (no
+elastic agent, so nothing ends a rank but the rank, and a job starts in less time than under
+torchrun); tests that need torchrun itself start it with job_environment()."""
 
 from __future__ import annotations
 
@@ -57,35 +58,43 @@ def job_environment(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
     return environment
 
 
-def torchrun_command(scenario: str, out: Path, *launcher: str, worker_arguments: tuple[str, ...] = ()) -> list[str]:
-    """`python -m torch.distributed.run LAUNCHER... distributed_worker.py SCENARIO OUT ARGUMENTS...`."""
-    return [sys.executable, "-m", "torch.distributed.run", "--monitor-interval", "0.2", *launcher,
-            str(WORKER), scenario, str(out), *worker_arguments]
-
-
-def run_torchrun(scenario: str, out: Path, *, processes: int = 2, timeout: float = 60, extra: tuple[str, ...] = (),
-                 worker_arguments: tuple[str, ...] = (), environment: Optional[dict[str, str]] = None,
-                 ) -> subprocess.CompletedProcess:
-    """One single-node torchrun job of `processes` workers (torchrun options `extra`)."""
-    command = torchrun_command(scenario, out, "--standalone", "--nproc-per-node", str(processes), *extra,
-                               worker_arguments=worker_arguments)
-    return subprocess.run(command, env=environment or job_environment(), capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def start_ranks(
     scenario: str, out: Path, *, world_size: int = 2, arguments: tuple[str, ...] = ()
 ) -> list[subprocess.Popen]:
     """`world_size` worker processes given torchrun's environment by hand (MASTER on 127.0.0.1)."""
+    return start_commands([sys.executable, str(WORKER), scenario, str(out), *arguments], world_size=world_size)
+
+
+def start_commands(command: list[str], *, world_size: int = 2, extra: Optional[dict[str, str]] = None,
+                   separate_stderr: bool = False) -> list[subprocess.Popen]:
+    """`command` as the `world_size` ranks of one job (torchrun's environment, no agent)."""
     port = str(free_port())
     processes = []
     for rank in range(world_size):
         environment = job_environment({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
-                                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
-        command = [sys.executable, str(WORKER), scenario, str(out), *arguments]
-        processes.append(subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                          text=True))
+                                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, **(extra or {})})
+        processes.append(subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True,
+                                          stderr=subprocess.PIPE if separate_stderr else subprocess.STDOUT))
     return processes
+
+
+def run_ranks(scenario: str, out: Path, *, world_size: int = 2, timeout: float = 120,
+              arguments: tuple[str, ...] = ()) -> list[tuple[Optional[int], str]]:
+    """A job of `world_size` plain processes (torchrun's environment, no agent): each one's exit
+    code (None: killed after `timeout` seconds) and output."""
+    import time
+
+    processes = start_ranks(scenario, out, world_size=world_size, arguments=arguments)
+    deadline, finished = time.monotonic() + timeout, []
+    for process in processes:
+        try:
+            output, _ = process.communicate(timeout=max(deadline - time.monotonic(), 0.1))
+            finished.append((process.returncode, output))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+            finished.append((None, output))
+    return finished
 
 
 def read_rank(out: Path, rank: int, suffix: str = "") -> dict:

@@ -1,9 +1,11 @@
-"""One rank of a test job: ``python tests/distributed_worker.py SCENARIO OUT [ARGS]``, started by
+"""One rank of a test job: ``python tests/distributed_worker.py SCENARIO OUT [TIMEOUT]``, started by
 torchrun or by tests/distributed_launch.py. Each rank writes what it saw to OUT/rank{RANK}.json (and
-tensors to OUT/rank{RANK}.safetensors); the tests judge it.
+tensors to OUT/rank{RANK}.safetensors); the tests judge it. A scenario's inputs (data, run folders)
+are in OUT/job.json, written by the test.
 
-It also holds the reference training loop of the tests (not advcli's loop): SGD or FGSM-RS on a
-strided shard of fixed global batches, the model passed as DistributedDataParallel wrapper."""
+The scenarios run advcli's own training loop, evaluation engine and run folders; the DDP rules are
+shown on a reference loop (SGD or FGSM-RS on strided shards of fixed global batches), where the
+mistakes the rules forbid can be made on purpose."""
 
 from __future__ import annotations
 
@@ -20,8 +22,21 @@ from torch import nn
 
 import advcli
 from advcli.runtime.distributed import (
-    DistributedContext, DistributedError, agree, barrier, broadcast_buffers, gather_samples, init_from_environment,
-    mean_over_ranks, restart_problem, shutdown, sum_over_ranks, unwrap_model, wrap_model,
+    DistributedContext,
+    DistributedError,
+    agree,
+    barrier,
+    broadcast_buffers,
+    from_main,
+    gather_samples,
+    init_from_environment,
+    max_over_ranks,
+    mean_over_ranks,
+    shutdown,
+    sum_over_ranks,
+    totals_over_ranks,
+    unwrap_model,
+    wrap_model,
 )
 from advcli.runtime.sharding import random_start_linf, shard_batch, shard_indices
 
@@ -103,6 +118,9 @@ def collectives(context: DistributedContext, report: Report, tensors: Tensors, o
     report["sum_int"] = sum_over_ranks(2**53 + rank, context)
     report["sum_float"] = sum_over_ranks(0.1 * (rank + 1), context)
     report["weighted_mean"] = mean_over_ranks([0.5, 1.0][rank], context, weight=[3, 1][rank])
+    report["totals"] = totals_over_ranks([rank + 1, 0.25 * rank], context)
+    report["max"] = max_over_ranks(2.5 * rank - 1, context)
+    report["from_main"] = from_main(7 if rank == 0 else 99, context)
     bn = TinyBatchNormNet().bn
     with torch.no_grad():
         bn.running_mean.fill_(rank + 1.0)
@@ -125,15 +143,6 @@ def collectives(context: DistributedContext, report: Report, tensors: Tensors, o
         except DistributedError as error:
             report[case] = str(error)
     barrier(context)
-
-
-def equality(context: DistributedContext, report: Report, tensors: Tensors, out: Path) -> None:
-    """The reference loop under DDP: SGD on even and uneven batches (with and without loss weights), FGSM-RS."""
-    for name, method, batch_size, weighted in (("sgd", "sgd", 64, True), ("sgd_uneven", "sgd", 63, True),
-                                               ("sgd_unweighted", "sgd", 63, False), ("fgsm_rs", "fgsm-rs", 64, True)):
-        history = reference_training(wrap_model(reference_model(), context), context, method=method,
-                                     steps=6 if method == "fgsm-rs" else 5, batch_size=batch_size, weighted=weighted)
-        tensors[name] = torch.stack(history)
 
 
 def counting_hook(counter, bucket):  # DDP checks these annotations: none, or exactly its own types
@@ -166,6 +175,9 @@ def ddp_rules(context: DistributedContext, report: Report, tensors: Tensors, out
         "training backward": all_reduces(lambda: F.cross_entropy(model(xb), yb).backward()),
         "backward on the input": all_reduces(lambda: _input_backward(model, xb, yb)),
     }
+    for name, weighted in (("uneven_weighted", True), ("uneven_unweighted", False)):  # shards of 32 and 31
+        tensors[name] = torch.stack(reference_training(wrap_model(reference_model(), context), context, method="sgd",
+                                                       steps=4, batch_size=63, weighted=weighted))
     wrapper = wrap_model(reference_model(), context)
     unused_wrapper = wrap_model(reference_model(), context)
     bare = unused_wrapper.module  # the mistake: a wrapper exists, but the steps get its module
@@ -203,14 +215,6 @@ def _static_graph_ddp(model: nn.Module) -> nn.Module:
     return DistributedDataParallel(model, static_graph=True)
 
 
-def dead_rank(context: DistributedContext, report: Report, tensors: Tensors, out: Path) -> None:
-    """Rank 1 dies after the first agreement; rank 0 keeps agreeing until it gets an error."""
-    agree(False, context)
-    if context.rank == 1:
-        os._exit(3)
-    _until_error(lambda: agree(False, context), report)
-
-
 def hung_rank(context: DistributedContext, report: Report, tensors: Tensors, out: Path) -> None:
     """Rank 1 stops answering (but lives); rank 0 waits at a barrier until the timeout."""
     barrier(context)
@@ -232,21 +236,16 @@ def _until_error(collective: Callable[[], Any], report: dict[str, Any]) -> None:
     report["seconds_to_error"] = time.perf_counter() - started
 
 
-def restart(context: DistributedContext, report: Report, tensors: Tensors, out: Path) -> None:
-    """Rank 1 dies once in the job (a marker file remembers); a restarted attempt must reconnect and
-    finish. TORCHELASTIC_RESTART_COUNT is each node's own count, so it cannot say which attempt this is."""
-    report["restart_count"] = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    report["restart_problem"] = restart_problem()
-    agree(False, context)
-    marker = out / "rank-1-died"
-    if context.rank == 1 and not marker.exists():
-        marker.touch()
-        os._exit(3)
-    report["sum"] = sum_over_ranks(context.rank + 1, context)
+def library(context: DistributedContext, report: Report, tensors: Tensors, out: Path) -> None:
+    """The collectives, the DDP rules, advcli's training and evaluation: one job for all of them
+    (a job's start is most of its cost)."""
+    from training_scenarios import evaluation, training
+
+    for scenario in (collectives, ddp_rules, training, evaluation):
+        scenario(context, report, tensors, out)
 
 
-SCENARIOS = {"collectives": collectives, "equality": equality, "rules": ddp_rules, "dead-rank": dead_rank,
-             "hung-rank": hung_rank, "restart": restart}
+SCENARIOS = {"collectives": collectives, "rules": ddp_rules, "library": library, "hung-rank": hung_rank}
 
 
 def main() -> None:

@@ -1,12 +1,11 @@
-"""The collectives under torchrun: 2 gloo processes on 127.0.0.1, one job for the whole module
-(tests/distributed_worker.py, scenario "collectives")."""
+"""The collectives on 2 gloo processes on 127.0.0.1 (the shared job of tests/conftest.py,
+library_job; tests/distributed_worker.py, scenario "collectives")."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-from distributed_launch import job_failure, read_rank, requires_gloo, run_torchrun
+from distributed_launch import requires_gloo
 
 pytestmark = [requires_gloo, pytest.mark.slow]
 
@@ -14,16 +13,11 @@ WORLD = 2
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    out = tmp_path_factory.mktemp("collectives")
-    result = run_torchrun("collectives", out)
-    assert result.returncode == 0, job_failure(result)
-    from safetensors.torch import load_file
-
-    return [(read_rank(out, rank), load_file(str(out / f"rank{rank}.safetensors"))) for rank in range(WORLD)]
+def job(library_job):
+    return library_job[2]
 
 
-def test_torchrun_gives_each_process_its_rank_and_a_gloo_group(job):
+def test_the_launch_gives_each_process_its_rank_and_a_gloo_group(job):
     assert [report["context"] for report, _ in job] == [[0, 0, 2, "gloo", "cpu"], [1, 1, 2, "gloo", "cpu"]]
 
 
@@ -38,6 +32,7 @@ def test_sums_and_means_over_ranks(job):
         assert report["sum_int"] == 2 * 2**53 + 1  # exact: beyond float64's integers
         assert report["sum_float"] == pytest.approx(0.3, abs=1e-15)
         assert report["weighted_mean"] == pytest.approx((0.5 * 3 + 1.0 * 1) / 4, abs=1e-15)
+        assert report["totals"] == [3.0, 0.25] and report["max"] == 1.5 and report["from_main"] == 7
 
 
 def test_buffers_are_broadcast_from_rank_0(job):

@@ -12,10 +12,27 @@ from torch import nn
 
 from advcli.errors import AdvcliError
 from advcli.runtime.distributed import (
-    SHARED_STORE_VARIABLE, DistributedContext, DistributedError, Launch, agree, barrier, broadcast_buffers,
-    distributed_session, gather_samples, init_from_environment, launch_from_environment, mean_over_ranks,
-    restart_problem, restartable_environment, select_device, shutdown, sum_over_ranks, unwrap_model, wrap_model,
+    DistributedContext,
+    DistributedError,
+    Launch,
+    agree,
+    barrier,
+    broadcast_buffers,
+    distributed_session,
+    from_main,
+    gather_samples,
+    init_from_environment,
+    launch_from_environment,
+    max_over_ranks,
+    mean_over_ranks,
+    select_device,
+    shutdown,
+    sum_over_ranks,
+    totals_over_ranks,
+    unwrap_model,
+    wrap_model,
 )
+from advcli.runtime.restarts import SHARED_STORE_VARIABLE, allowed_restarts, restart_problem, restartable_environment
 
 LAUNCH = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}
 
@@ -82,13 +99,13 @@ def test_context_is_a_frozen_value():
 
 def test_device_choice(no_launch):
     assert select_device("cpu") == torch.device("cpu")
-    with pytest.raises(DistributedError, match="device must be one of auto, cpu, cuda"):
+    with pytest.raises(DistributedError, match="`device` must be one of auto, cpu, cuda"):
         select_device("gpu")
-    with pytest.raises(DistributedError, match="timeout must be > 0"):
+    with pytest.raises(DistributedError, match="`timeout` must be > 0"):
         init_from_environment("cpu", timeout=0)
     if not torch.cuda.is_available():
         assert select_device("auto", 3) == torch.device("cpu")
-        with pytest.raises(DistributedError, match="--device cuda is not usable"):
+        with pytest.raises(DistributedError, match="`device` cuda is not usable"):
             select_device("cuda")
     else:
         assert select_device("cuda", 0) == torch.device("cuda", 0)
@@ -108,6 +125,8 @@ def test_single_process_collectives_return_their_input():
     assert sum_over_ranks(7, context) == 7 and isinstance(sum_over_ranks(7, context), int)
     assert sum_over_ranks(0.25, context) == 0.25
     assert mean_over_ranks(0.5, context, weight=10) == 0.5
+    assert totals_over_ranks([1, 2.5], context) == [1.0, 2.5]
+    assert max_over_ranks(3, context) == 3.0 and from_main(5, context) == 5
     samples = torch.arange(6).view(3, 2)
     assert gather_samples(samples, context) is samples
     assert gather_samples(samples, context, to_all=True) is samples
@@ -160,3 +179,8 @@ def test_restart_problem_is_named_only_where_restarts_may_not_reconnect(changes,
     if warned:
         assert f"{SHARED_STORE_VARIABLE}=1" in problem and "--max-restarts 2" in problem
     assert restart_problem({}) is None
+
+
+def test_allowed_restarts_are_read_from_the_worker_environment():
+    assert allowed_restarts({}) == 0 and allowed_restarts({"TORCHELASTIC_MAX_RESTARTS": "3"}) == 3
+    assert allowed_restarts({"TORCHELASTIC_MAX_RESTARTS": "many"}) == 0

@@ -8,7 +8,12 @@ import torch
 
 from advcli.runtime.distributed import DistributedContext, DistributedError
 from advcli.runtime.sharding import (
-    random_start_linf, sample_normal, sample_seeds, sample_uniform, shard_batch, shard_indices,
+    random_start_linf,
+    sample_normal,
+    sample_seeds,
+    sample_uniform,
+    shard_batch,
+    shard_indices,
 )
 
 

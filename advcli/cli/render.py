@@ -34,7 +34,8 @@ def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
 
 
-def progress_bars() -> Progress:
+def progress_bars(visible: bool = True) -> Progress:
+    """Progress bars on stderr (drawn only when `visible`: one process of a torchrun job shows them)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -44,6 +45,7 @@ def progress_bars() -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=False,
+        disable=not visible,
     )
 
 

@@ -13,6 +13,10 @@ white-box attacks are crafted on a torch source checkpoint and judged by the ONN
 White-box attacks may take their gradients in reduced precision (see :mod:`advcli.runtime.autocast`):
 reported accuracies are always float32 classifications. For an ONNX model the precision applies
 only to its torch transfer source.
+
+Under torchrun, pass each process's `context`: the engine shares the attacks out (see
+:mod:`advcli.evaluation.engine`) and every rank returns the same report; the sanity checks, cheap
+by design, run on every rank in full, so that they too are exactly what one process reports.
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ from ..runtime.backends.onnxruntime import load_transfer_source
 from ..runtime.backends.torch import torch_classifier
 from ..runtime.classifier import Classifier
 from ..runtime.device import auto_fallback_note, resolve_device
+from ..runtime.distributed import DistributedContext
 from ..runtime.execution import attack_mode
 from ..runtime.loading import load_classifier
 from ..runtime.victim import Victim
 from .config import EvalConfig
-from .engine import Progress, RadiusOutcome, attack_over_radii, attack_samples, clean_predictions, share
+from .engine import SINGLE, Progress, RadiusOutcome, attack_over_radii, attack_samples, clean_predictions, share
 from .report import ClassResult, CurvePoint, EvalReport
 from .sanity import SanityInputs, run_sanity_checks
 
@@ -131,6 +136,7 @@ def evaluate_model(
     on_progress: Optional[Progress] = None,
     source: Optional[nn.Module] = None,
     transfer_from: Optional[str] = None,
+    context: DistributedContext = SINGLE,
     **overrides: Any,
 ) -> EvalReport:
     """Clean accuracy, robust accuracy at every radius, per-class figures and sanity checks of any
@@ -140,7 +146,8 @@ def evaluate_model(
     With `source` (a torch model, named `transfer_from` in the report), white-box attacks are
     crafted on it and judged by `model` (transfer); black-box attacks always query `model`, which
     may be outputs only (:class:`advcli.runtime.OutputsOnly`). White-box gradients run in
-    `config.precision`, resolved on that device; `model` judges in float32 regardless."""
+    `config.precision`, resolved on that device; `model` judges in float32 regardless. Under torchrun,
+    every process passes its `context` and the same tensors."""
     config = configured(config, overrides)
     started = time.perf_counter()
     if len(x) == 0:
@@ -151,10 +158,10 @@ def evaluate_model(
     batch_size, seed = config.runtime.batch_size, config.sampling.seed
     with attack_mode(victim.judge):
         classes = _class_names(victim, x, classes, config)
-        clean = clean_predictions(victim, x, batch_size=batch_size) == y
+        clean = clean_predictions(victim, x, batch_size=batch_size, context=context) == y
         columns = [attack_over_radii(victim, x, y, clean, [attacks[index] for attacks in attacks_by_eps],
                                      num_classes=len(classes), batch_size=batch_size, seed=seed,
-                                     on_progress=on_progress)
+                                     on_progress=on_progress, context=context)
                    for index in range(len(attacks_by_eps[0]))]
         worst = [torch.stack([column[e].robust for column in columns]).all(0) for e in range(len(eps_values))]
         curve = [CurvePoint(eps, float(worst[e].float().mean()), [column[e].result for column in columns])
@@ -169,7 +176,8 @@ def evaluate_model(
         attacks=curve[-1].attacks, robust_accuracy=robust_accuracy,
         failures=_failures(config, clean_accuracy, robust_accuracy, eps_values), config=config,
         seconds=time.perf_counter() - started, curve=curve, per_class=per_class, sanity=sanity,
-        num_classes=len(classes), precision=victim.precision,
+        num_classes=len(classes), precision=victim.precision, world_size=context.world_size,
+        distributed_backend=context.backend,
     )
 
 
@@ -214,6 +222,7 @@ def evaluate(
     dataset: Optional[Dataset] = None,
     runs_dir: Path | str = DEFAULT_RUNS_DIR,
     on_progress: Optional[Callable[[str, int, int], None]] = None,
+    context: DistributedContext = SINGLE,
     **overrides: Any,
 ) -> EvalReport:
     """Clean and robust accuracy of a model (the newest run under `runs_dir` by default).
@@ -222,7 +231,8 @@ def evaluate(
     ``advcli.evaluate(attacks=("auto",), eps=(0.05, 0.1, 0.2), per_class=True)`` gives a curve;
     ``advcli.evaluate(model="model.onnx", attacks=("bim", "square"))`` evaluates an exported file
     under onnxruntime. `run` or `classifier` pass a model already loaded.
-    `on_progress(stage, done, total)` is called after every batch.
+    `on_progress(stage, done, total)` is called after every batch. Under torchrun, give each
+    process's `context` (its device is the one the model is loaded on).
     """
     config = configured(config, overrides)
     if classifier is None and run is not None:
@@ -248,6 +258,7 @@ def evaluate(
         model_name=str(classifier.path), model_fingerprint=classifier.fingerprint, data_name=dataset.spec,
         data_fingerprint=dataset.fingerprint, on_progress=on_progress,
         source=source.model if source is not None else None, transfer_from=str(source.path) if source else None,
+        context=context,
     )
     report.backend = classifier.backend
     report.execution_providers = classifier.execution_providers

@@ -25,11 +25,13 @@ from ..errors import AdvcliError
 from ..io.atomic import write_bytes_atomic
 from ..io.provenance import package_versions, utc_now
 from ..io.runs import DEFAULT_RUNS_DIR, Run
+from ..runtime.coordination import main_decides
+from ..runtime.distributed import DistributedContext
 from ..runtime.victim import Victim
 from ..settings import FlatSettings
 from .api import load_for_evaluation
 from .config import AttackOptions, EvalConfig, Runtime, Sampling, Threats
-from .engine import attack_samples, clean_predictions
+from .engine import SINGLE, AttackedSamples, attack_samples, clean_predictions
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ def craft(
     dataset: Optional[Dataset] = None,
     runs_dir: Path | str = DEFAULT_RUNS_DIR,
     on_progress: Optional[Callable[[str, int, int], None]] = None,
+    context: DistributedContext = SINGLE,
     **overrides: Any,
 ) -> CraftResult:
     """Attack a model on a dataset split; save originals, adversarials, labels and predictions
@@ -122,7 +125,8 @@ def craft(
 
     Output defaults to ``<run>/attacks/<attack>-eps<eps>-<split>.npz`` (``-l2`` after the attack
     name under the L2 norm, ``-to-<target>`` after the radius when targeted) with a 4x4 PNG grid
-    beside it. An existing output file is never overwritten.
+    beside it. An existing output file is never overwritten. Under torchrun every process passes
+    its `context`: they share the samples, and rank 0 writes the files.
     """
     config = (config or CraftConfig()).with_flat(**overrides)
     config.validate()
@@ -140,7 +144,7 @@ def craft(
     picks = select_samples(len(x_all), config.sampling.samples, config.sampling.seed)
     x, y = x_all[picks], y_all[picks]
     victim = Victim.of(run.model, precision=config.runtime.precision)
-    clean_pred = clean_predictions(victim, x, batch_size=config.runtime.batch_size)
+    clean_pred = clean_predictions(victim, x, batch_size=config.runtime.batch_size, context=context)
     rows = torch.arange(len(x))
     done = 0
 
@@ -152,31 +156,40 @@ def craft(
 
     outcome = attack_samples(victim, x, y, attack, rows=rows, num_classes=len(run.classes),
                              batch_size=config.runtime.batch_size, seed=config.sampling.seed, on_batch=advance,
-                             keep_adversarials=True)
-    x_adv, adv_pred = outcome.adversarials, outcome.predictions
+                             keep_adversarials=True, context=context)
+    adv_pred = outcome.predictions
+    hit_rate, untargetable = None, 0
+    if attack.target is not None:
+        aimed = outcome.targets != y
+        untargetable = int((~aimed).sum())
+        hit_rate = float((adv_pred[aimed] == outcome.targets[aimed]).float().mean()) if bool(aimed.any()) else None
     meta = {"model": str(run.path), "model_fingerprint": run.fingerprint, "data": dataset.spec,
             "data_fingerprint": dataset.fingerprint, "split": config.sampling.split, "attack": attack.to_dict(),
             "precision": victim.precision, "config": config.flat(), "classes": list(dataset.classes),
             "versions": package_versions(), "created": utc_now()}
-    arrays = {
-        "originals": x.numpy(), "adversarials": x_adv.numpy(), "labels": y.numpy(),
-        "clean_predictions": clean_pred.numpy(), "adversarial_predictions": adv_pred.numpy(),
-        "indices": picks.numpy(), "meta": np.array(json.dumps(meta)),
-    }
-    hit_rate, untargetable = None, 0
-    if attack.target is not None:
-        targets = outcome.targets
-        arrays["targets"] = targets.numpy()
-        aimed = targets != y
-        untargetable = int((~aimed).sum())
-        hit_rate = float((adv_pred[aimed] == targets[aimed]).float().mean()) if bool(aimed.any()) else None
-    _save_npz(out, arrays)
-    from ..io.plots import save_prediction_grid
-
-    save_prediction_grid(x_adv.numpy(), adv_pred.tolist(), y.tolist(), dataset.classes, grid, seed=config.sampling.seed)
+    main_decides(lambda: _save_outputs(out, grid, meta, x, y, picks, clean_pred, outcome, dataset.classes,
+                                       config.sampling.seed), context)
     return CraftResult(
         path=out, grid=grid, run=str(run.path), samples=len(x),
         clean_accuracy=float((clean_pred == y).float().mean()),
         adversarial_accuracy=float((adv_pred == y).float().mean()), attack=attack.to_dict(),
         target_hit_rate=hit_rate, untargetable=untargetable, precision=victim.precision,
     )
+
+
+def _save_outputs(out: Path, grid: Path, meta: dict[str, Any], x: torch.Tensor, y: torch.Tensor, picks: torch.Tensor,
+                  clean_pred: torch.Tensor, outcome: AttackedSamples, classes: Any, seed: int) -> None:
+    """The .npz of originals, adversarials, labels and predictions (targets when targeted) and its grid."""
+    from ..io.plots import save_prediction_grid
+
+    assert outcome.adversarials is not None
+    x_adv, adv_pred = outcome.adversarials, outcome.predictions
+    arrays = {
+        "originals": x.numpy(), "adversarials": x_adv.numpy(), "labels": y.numpy(),
+        "clean_predictions": clean_pred.numpy(), "adversarial_predictions": adv_pred.numpy(),
+        "indices": picks.numpy(), "meta": np.array(json.dumps(meta)),
+    }
+    if meta["attack"].get("target") is not None:
+        arrays["targets"] = outcome.targets.numpy()
+    _save_npz(out, arrays)
+    save_prediction_grid(x_adv.numpy(), adv_pred.tolist(), y.tolist(), classes, grid, seed=seed)

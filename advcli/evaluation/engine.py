@@ -6,6 +6,12 @@ Only clean-correct samples are attacked (a clean error is non-robust, and is lef
 radii are evaluated in increasing order, each attack only on the samples it has not fooled at a
 smaller one: an adversarial example inside a small ball is inside every larger one, so this is exact
 and the curve never rises.
+
+Under torchrun (a `context` of several processes) each attack's work list is split by stride over
+the processes; each attacks, re-checks and re-classifies its share, and the per-sample outcomes are
+gathered back in single-process order on every rank, so that everything computed from them (the
+next radius's work list, figures, the report) is the same on every rank and the same as one process
+would compute. Random draws come from a generator per rank (one process keeps the plain `seed`).
 """
 
 from __future__ import annotations
@@ -19,9 +25,13 @@ import torch
 from ..attacks.config import AttackConfig
 from ..attacks.sequence import run_sequence
 from ..errors import AdvcliError, AttackError
+from ..runtime.distributed import DistributedContext, gather_samples, max_over_ranks, sum_over_ranks
 from ..runtime.execution import predict
+from ..runtime.sharding import rank_seed, shard_indices
 from ..runtime.victim import QueryCounter, Victim
 from .report import AttackResult
+
+SINGLE = DistributedContext()
 
 Progress = Callable[[str, int, int], None]
 
@@ -38,13 +48,26 @@ class AttackedSamples:
     adversarials: Optional[torch.Tensor] = None  # the adversarial examples, when kept
 
 
-def clean_predictions(victim: Victim, x: torch.Tensor, *, batch_size: int) -> torch.Tensor:
-    """The judge's labels for `x`, in batches, written into one tensor sized once."""
-    predictions = torch.empty(len(x), dtype=torch.long)
-    for start in range(0, len(x), batch_size):
-        predictions[start:start + batch_size] = predict(victim.judge, x[start:start + batch_size].to(
+def clean_predictions(victim: Victim, x: torch.Tensor, *, batch_size: int,
+                      context: DistributedContext = SINGLE) -> torch.Tensor:
+    """The judge's labels for `x`, in batches, written into one tensor sized once (each rank
+    predicting its strided share, every rank getting all of them)."""
+    rows = shard_indices(len(x), context, device=torch.device("cpu"))
+    mine = x if not context.distributed else x[rows]
+    predictions = torch.empty(len(mine), dtype=torch.long)
+    for start in range(0, len(mine), batch_size):
+        predictions[start:start + batch_size] = predict(victim.judge, mine[start:start + batch_size].to(
             victim.device, non_blocking=True))
-    return predictions
+    return _gathered(predictions, context)
+
+
+def _gathered(shard: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Every rank's per-sample results in single-process order, on every rank (on the CPU)."""
+    if not context.distributed:
+        return shard
+    whole = gather_samples(shard, context, to_all=True)
+    assert whole is not None
+    return whole.cpu()
 
 
 def attack_samples(
@@ -59,10 +82,15 @@ def attack_samples(
     seed: int,
     on_batch: Optional[Callable[[int], None]] = None,
     keep_adversarials: bool = False,
+    context: DistributedContext = SINGLE,
 ) -> AttackedSamples:
     """Attack the samples ``x[rows]`` in batches (a composite as its sequence of members): white-box
     members craft on the victim's crafter, black-box members query its judge, and the judge decides
-    and re-classifies. Rows are gathered one batch at a time (no copy of the whole selection)."""
+    and re-classifies. Rows are gathered one batch at a time (no copy of the whole selection).
+
+    With a `context` of several processes each rank attacks its strided share of `rows` and the
+    outcomes are gathered on every rank (the adversarial examples on rank 0 only; None elsewhere),
+    the largest perturbation and the queries over all ranks; `on_batch` counts as if for all rows."""
     members = attack.members(num_classes)
     if victim.outputs_only and not all(member.black_box for member in members):
         raise AdvcliError(f"{attack.name} needs gradients, but the model gives outputs only; name a source "
@@ -73,7 +101,8 @@ def attack_samples(
     def attacker(member: AttackConfig) -> torch.nn.Module:
         return counter if member.black_box else victim.crafter
 
-    generator = torch.Generator(device=victim.device).manual_seed(seed)
+    generator = torch.Generator(device=victim.device).manual_seed(rank_seed(seed, context))
+    everyone, rows = len(rows), (rows if not context.distributed else rows[context.rank::context.world_size])
     count = len(rows)
     # Results go straight into tensors sized once: nothing small is kept per batch, which would pin
     # the allocator's heap between the batches' large temporaries and grow memory with the data.
@@ -81,7 +110,7 @@ def attack_samples(
     predictions = torch.full((count,), -1, dtype=torch.long)
     targets = torch.full((count,), -1, dtype=torch.long)
     adversarials = x.new_empty((count, *x.shape[1:]), device="cpu") if keep_adversarials else None
-    largest = 0.0
+    largest, reported = 0.0, 0
     for start in range(0, count, batch_size):
         chosen = rows[start:start + batch_size]
         xb = x[chosen].to(victim.device, non_blocking=True)
@@ -102,9 +131,17 @@ def attack_samples(
         if adversarials is not None:
             adversarials[done] = outcome.x_adv.cpu()
         if on_batch is not None:
-            on_batch(len(xb))
-    return AttackedSamples(fooled_by=fooled_by, predictions=predictions, targets=targets, largest=largest,
-                           queries=counter.count, adversarials=adversarials)
+            progressed = (start + len(xb)) * everyone // count
+            on_batch(progressed - reported)
+            reported = progressed
+    if not context.distributed:
+        return AttackedSamples(fooled_by=fooled_by, predictions=predictions, targets=targets, largest=largest,
+                               queries=counter.count, adversarials=adversarials)
+    return AttackedSamples(
+        fooled_by=_gathered(fooled_by, context), predictions=_gathered(predictions, context),
+        targets=_gathered(targets, context), largest=max_over_ranks(largest, context),
+        queries=sum_over_ranks(counter.count, context),
+        adversarials=None if adversarials is None else gather_samples(adversarials, context))
 
 
 def share(mask: torch.Tensor) -> Optional[float]:
@@ -133,9 +170,10 @@ def attack_over_radii(
     batch_size: int,
     seed: int,
     on_progress: Optional[Progress] = None,
+    context: DistributedContext = SINGLE,
 ) -> list[RadiusOutcome]:
     """One attack at increasing radii (`attacks`, one per radius), each time only on the clean-correct
-    samples it has not fooled yet."""
+    samples it has not fooled yet (shared by the processes of `context`)."""
     broken_by = torch.full((len(x),), -1, dtype=torch.long)
     outcomes = []
     for attack in attacks:
@@ -152,7 +190,7 @@ def attack_over_radii(
                 on_progress(stage, done, size)
 
         outcome = attack_samples(victim, x, y, attack, rows=todo, num_classes=num_classes, batch_size=batch_size,
-                                 seed=seed, on_batch=advance)
+                                 seed=seed, on_batch=advance, context=context)
         fooled = outcome.fooled_by >= 0
         broken_by[todo[fooled]] = outcome.fooled_by[fooled]
         robust = clean & (broken_by == -1)

@@ -38,6 +38,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "sum_over_ranks": ".distributed",
     "mean_over_ranks": ".distributed",
     "broadcast_buffers": ".distributed",
+    "exchanging": ".distributed",
     "gather_samples": ".distributed",
     "wrap_model": ".distributed",
     "unwrap_model": ".distributed",
@@ -52,5 +53,5 @@ __all__ = ["DEVICES", "resolve_device", "auto_fallback_note", "cuda_unavailable_
            "reference_model", "set_channels_last", "attack_mode", "predict", "by_chunks", "Classifier",
            "OutputsOnly", "torch_logits", "Victim", "BACKENDS", "load_classifier", "detect_backend",
            "DistributedContext", "DistributedError", "init_from_environment", "distributed_session", "shutdown",
-           "agree", "barrier", "sum_over_ranks", "mean_over_ranks", "broadcast_buffers", "gather_samples",
+           "agree", "barrier", "sum_over_ranks", "mean_over_ranks", "broadcast_buffers", "exchanging", "gather_samples",
            "wrap_model", "unwrap_model", "shard_indices", "shard_batch", "sample_uniform", "sample_normal"]

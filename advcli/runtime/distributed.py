@@ -25,34 +25,22 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from advcli.errors import AdvcliError
+from advcli.errors import DistributedError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEFAULT_TIMEOUT_S = 600.0
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-# torch 2.13's torchrun hands its workers its rendezvous TCP store, and keeps it over restarts: the
-# restarted workers find the failed attempt's gloo addresses there and cannot connect ("connectFullMesh
-# failed ... Connection refused"), or hang in init_process_group past its timeout. Measured with
-# --max-restarts 1 and one worker dying: on one node 3 of 7 jobs failed or hung, on two nodes 4 of 4.
-# With this variable set in torchrun's environment every attempt gets a fresh store: 6 of 6 and 4 of 4
-# restarted jobs finished.
-SHARED_STORE_VARIABLE = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 _GRADIENT_SYNC_MISSED = ("static_graph=True lets an input gradient (torch.autograd.grad) during the first "
                          "iteration take the place of the gradient all-reduce, and ranks then train apart")
 
 Result = TypeVar("Result")
 JOINING = "joining the process group"
-
-
-class DistributedError(AdvcliError):
-    """The process group could not be set up, or a collective failed: a rank died, timed out or
-    disagreed about what to exchange."""
 
 
 @dataclass(frozen=True)
@@ -112,13 +100,14 @@ def select_device(device_choice: str, local_rank: Optional[int] = None) -> torch
     """The device for `device_choice` (auto|cpu|cuda): with CUDA, the local rank's own GPU, or
     the current one (``cuda``) outside a launch. Only ``auto`` and ``cuda`` look at CUDA."""
     if device_choice not in DEVICE_CHOICES:
-        raise DistributedError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {device_choice!r}")
+        raise DistributedError(f"`device` must be one of {', '.join(DEVICE_CHOICES)}, got {device_choice!r}",
+                               param="device")
     if device_choice == "cpu":
         return torch.device("cpu")
     usable = torch.cuda.is_available()
     if not usable:
         if device_choice == "cuda":
-            raise DistributedError("--device cuda is not usable: no CUDA device is visible")
+            raise DistributedError("`device` cuda is not usable: no CUDA device is visible", param="device")
         return torch.device("cpu")
     if local_rank is None:
         return torch.device("cuda")
@@ -133,7 +122,7 @@ def init_from_environment(device_choice: str = "auto", *, timeout: float = DEFAU
     """Join torchrun's process group (gloo on the CPU, NCCL on CUDA) with `timeout` seconds for the
     rendezvous and for every collective; outside torchrun, or with one process, no group is made."""
     if not timeout > 0:
-        raise DistributedError(f"timeout must be > 0 seconds, got {timeout}")
+        raise DistributedError(f"`timeout` must be > 0 seconds, got {timeout}", param="timeout")
     launch = launch_from_environment()
     device = select_device(device_choice, None if launch is None else launch.local_rank)
     if launch is None or launch.world_size == 1:
@@ -180,11 +169,32 @@ def _communicate(context: DistributedContext, what: str, operation: Callable[[],
     try:
         return operation()
     except RuntimeError as error:  # torch.distributed.DistError and gloo's errors are RuntimeErrors
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        reason = re.sub(r"^\[[^\]]*\]\s*", "", lines[0])  # gloo's "[source file:line] "
-        reason = re.split(r"\.\s+(?=[A-Z])", reason)[0][:200]  # its first sentence
-        hint = "" if what == JOINING else "; another rank died or stopped answering: see its output"
-        raise DistributedError(f"rank {context.rank} of {context.world_size}: {what} failed: {reason}{hint}") from error
+        raise _failed(context, what, error) from error
+
+
+def _failed(context: DistributedContext, what: str, error: BaseException) -> DistributedError:
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", lines[0])  # gloo's "[source file:line] "
+    reason = re.split(r"\.\s+(?=[A-Z])", reason)[0][:200]  # its first sentence
+    hint = "" if what == JOINING else "; another rank died or stopped answering: see its output"
+    return DistributedError(f"rank {context.rank} of {context.world_size}: {what} failed: {reason}{hint}")
+
+
+_EXCHANGE_FAILURE = re.compile(r"gloo|nccl|connection|timed out|timeout|broken pipe|peer", re.IGNORECASE)
+
+
+def exchanging(context: DistributedContext, what: str, operation: Callable[[], Result]) -> Result:
+    """Run `operation`, which exchanges with the other ranks inside torch (DDP's gradient all-reduce
+    in a backward pass): a failure of the exchange becomes a one-line :class:`DistributedError`,
+    any other error stays what it is."""
+    if not context.distributed:
+        return operation()
+    try:
+        return operation()
+    except RuntimeError as error:
+        if isinstance(error, getattr(dist, "DistError", ())) or _EXCHANGE_FAILURE.search(str(error).split("\n")[0]):
+            raise _failed(context, what, error) from error
+        raise
 
 
 def barrier(context: DistributedContext) -> None:
@@ -217,6 +227,32 @@ def sum_over_ranks(value: Any, context: DistributedContext) -> Any:
     total = torch.tensor([value], dtype=dtype, device=context.device)
     _communicate(context, "summing over ranks", lambda: dist.all_reduce(total))
     return int(total.item()) if dtype == torch.int64 else float(total.item())
+
+
+def totals_over_ranks(values: Sequence[float], context: DistributedContext) -> list[float]:
+    """Each of `values` summed over the ranks in one collective (float64): several per-step
+    figures for the price of one exchange. Every rank must pass as many values."""
+    if not context.distributed:
+        return [float(value) for value in values]
+    totals = torch.tensor([float(value) for value in values], dtype=torch.float64, device=context.device)
+    _communicate(context, "summing over ranks", lambda: dist.all_reduce(totals))
+    return totals.tolist()
+
+
+def max_over_ranks(value: float, context: DistributedContext) -> float:
+    """The largest of the ranks' `value` (float64)."""
+    if not context.distributed:
+        return float(value)
+    largest = torch.tensor([float(value)], dtype=torch.float64, device=context.device)
+    _communicate(context, "taking the maximum over ranks", lambda: dist.all_reduce(largest, op=dist.ReduceOp.MAX))
+    return float(largest.item())
+
+
+def from_main(value: int, context: DistributedContext) -> int:
+    """Rank 0's `value` on every rank (a decision only rank 0 could take, such as which file to read)."""
+    if not context.distributed:
+        return int(value)
+    return int(sum_over_ranks(int(value) if context.is_main else 0, context))
 
 
 def mean_over_ranks(value: float, context: DistributedContext, *, weight: float = 1.0) -> float:
@@ -320,20 +356,28 @@ def _check_shards(descriptions: list[list[int]]) -> list[int]:
     return counts
 
 
-def wrap_model(model: nn.Module, context: DistributedContext, **options: Any) -> nn.Module:
+def wrap_model(model: nn.Module, context: DistributedContext, *, sync_buffers: bool = True,
+               **options: Any) -> nn.Module:
     """`model` in DistributedDataParallel (the model itself for a single process). Pass the wrapper,
     not the bare module, to the step functions: its forward is what makes the backward pass average
-    the gradients. Buffers are broadcast from rank 0 before each forward (broadcast_buffers=True)."""
+    the gradients. Buffers are rank 0's from the start and, with `sync_buffers`, broadcast from
+    rank 0 before each forward (which then needs the same number of forwards on every rank)."""
     if options.get("static_graph"):
         raise DistributedError(f"DDP's static_graph is not for adversarial training: {_GRADIENT_SYNC_MISSED}")
     if not context.distributed:
         return model
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
-    defaults: dict[str, Any] = {"broadcast_buffers": True, "find_unused_parameters": False}
+    # torch 2.13 renamed broadcast_buffers (deprecated, with a warning) to forward_sync_buffers.
+    renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    defaults: dict[str, Any] = {"forward_sync_buffers" if renamed else "broadcast_buffers": sync_buffers,
+                                "find_unused_parameters": False}
     if context.device.type == "cuda":
         defaults["device_ids"] = [context.device.index]
-    return DistributedDataParallel(model, **{**defaults, **options})
+    return exchanging(context, "sharing the model's weights",
+                      lambda: DistributedDataParallel(model, **{**defaults, **options}))
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -341,28 +385,3 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def restartable_environment(environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    """A copy of `environ` (default: this process's) in which torchrun's ``--max-restarts`` can
-    reconnect a job: the environment for the torchrun command on every node."""
-    environment = dict(os.environ if environ is None else environ)
-    environment[SHARED_STORE_VARIABLE] = "1"
-    return environment
-
-
-def restart_problem(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """Inside a torchrun worker: why a restart of this job could not reconnect, or None.
-
-    The trouble is torchrun's shared rendezvous store in a job that allows restarts; the worker
-    sees both in TORCHELASTIC_USE_AGENT_STORE and TORCHELASTIC_MAX_RESTARTS.
-    """
-    environ = os.environ if environ is None else environ
-    try:
-        restarts = int(environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
-    except ValueError:
-        return None
-    if restarts < 1 or environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
-        return None
-    return (f"torchrun --max-restarts {restarts} may not reconnect this job after a failure: "
-            f"start torchrun with {SHARED_STORE_VARIABLE}=1 (on every node)")

@@ -80,6 +80,15 @@ def sample_seeds(indices: Sequence[int], *, seed: int, step: int, stream: int = 
     return [_splitmix64(key ^ (index & _MASK64)) for index in indices]
 
 
+def rank_seed(seed: int, context: DistributedContext) -> int:
+    """The seed of this rank's own generator: `seed` itself for a single process (its random
+    streams stay what they were), else a distinct seed per rank derived from it, so that ranks
+    do not repeat one another's draws on their different samples."""
+    if not context.distributed:
+        return seed
+    return _splitmix64(_splitmix64(seed & _MASK64) ^ (context.rank + 1)) >> 1
+
+
 def _keyed_draw(
     indices: torch.Tensor, sample_shape: Sequence[int], normal: bool, *, seed: int, step: int, stream: int,
     dtype: torch.dtype, device: Optional[torch.device],

@@ -22,6 +22,7 @@ from ..options import (
     RunsDirOpt,
     SeedOpt,
 )
+from ..processes import TimeoutOpt, joined
 from ..render import err, precision_note, print_json, progress_bars, say_notes, stage_progress
 
 
@@ -55,9 +56,11 @@ def attack_command(
     out_file: Optional[str] = typer.Option(None, "--out", help="Output .npz (default: <run>/attacks/<attack>[-l2]-eps<eps>[-to-<target>]-<split>.npz)."),
     grid: Optional[str] = typer.Option(None, "--grid", help="PNG grid of 16 adversarial images with predictions (default: beside --out)."),
     runs_dir: Path = RunsDirOpt,
+    timeout: float = TimeoutOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Craft adversarial examples and save them with a picture of the model's predictions."""
+    """Craft adversarial examples and save them with a picture of the model's predictions (under
+    torchrun, the processes share the samples and rank 0 saves)."""
     from ...evaluation.config import parse_eps
     from ...evaluation.crafting import CraftConfig, craft
     from ...runtime.device import auto_fallback_note
@@ -68,10 +71,14 @@ def attack_command(
         device=device.value, precision=precision.value, queries=queries, norm=norm.value, target=target,
         out=out_file, grid=grid))
     config.validate()
-    announce_run(model, runs_dir)
-    say_notes([auto_fallback_note(config.runtime.device)])
-    with progress_bars() as progress:
-        result = craft(config, runs_dir=runs_dir, on_progress=stage_progress(progress))
+    with joined(device.value, timeout) as context:
+        if context.is_main:
+            announce_run(model, runs_dir)
+            say_notes([auto_fallback_note(config.runtime.device)])
+        with progress_bars(context.is_main) as progress:
+            result = craft(config, runs_dir=runs_dir, on_progress=stage_progress(progress), context=context)
+    if not context.is_main:
+        return
     if as_json:
         print_json(result.to_dict())
         return

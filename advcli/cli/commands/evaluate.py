@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -19,8 +19,12 @@ from ..options import (
     RunsDirOpt,
     SeedOpt,
 )
+from ..processes import TimeoutOpt, joined
 from ..render import print_json, progress_bars, render_report, say_notes, stage_progress
 from .attack import announce_run
+
+if TYPE_CHECKING:
+    from ...evaluation.report import EvalReport
 
 
 def eval_command(
@@ -55,13 +59,16 @@ def eval_command(
     min_robust_accuracy: Optional[float] = typer.Option(None, "--min-robust-accuracy", help="Exit 1 when robust accuracy is below this."),
     report_file: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON report to this file."),
     runs_dir: Path = RunsDirOpt,
+    timeout: float = TimeoutOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Clean and robust accuracy (worst case per sample over the attacks), curves over eps,
-    per-class figures and sanity checks; thresholds for CI gates."""
-    from ...evaluation.api import check_plot_path, evaluate, save_curve_plot
+    per-class figures and sanity checks; thresholds for CI gates. Under torchrun the processes share
+    the attacks; rank 0 reports, and every process exits with the same code."""
+    from ...evaluation.api import check_plot_path, evaluate
     from ...evaluation.config import EvalConfig, parse_eps
-    from ...io.atomic import write_json_atomic
+    from ...runtime.coordination import main_decides
+    from ...runtime.distributed import agree
 
     config = EvalConfig.from_flat(dict(
         model=model, data=data, split=split, attacks=tuple(a.value for a in attack), eps=parse_eps(eps), alpha=alpha,
@@ -72,9 +79,22 @@ def eval_command(
     config.validate()
     if plot is not None:
         check_plot_path(plot)
-    announce_run(model, runs_dir)
-    with progress_bars() as progress:
-        report = evaluate(config, runs_dir=runs_dir, on_progress=stage_progress(progress))
+    with joined(device.value, timeout) as context:
+        if context.is_main:
+            announce_run(model, runs_dir)
+        with progress_bars(context.is_main) as progress:
+            report = evaluate(config, runs_dir=runs_dir, on_progress=stage_progress(progress), context=context)
+        main_decides(lambda: _show(report, report_file, plot, as_json), context)
+        failed = agree(not report.passed, context)
+    if failed:
+        raise typer.Exit(EXIT_THRESHOLD)
+
+
+def _show(report: "EvalReport", report_file: Optional[Path], plot: Optional[Path], as_json: bool) -> None:
+    """Notes, the report (table or JSON) and the files asked for."""
+    from ...evaluation.api import save_curve_plot
+    from ...io.atomic import write_json_atomic
+
     say_notes(report.notes)
     payload = report.to_dict()
     if report_file is not None:
@@ -85,8 +105,6 @@ def eval_command(
         print_json(payload)
     else:
         render_report(report)
-    if not report.passed:
-        raise typer.Exit(EXIT_THRESHOLD)
 
 
 def register(app: typer.Typer) -> None:

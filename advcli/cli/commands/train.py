@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -27,6 +27,7 @@ from ..options import (
     RunsDirOpt,
     SeedOpt,
 )
+from ..processes import TimeoutOpt, joined, launched, shown_status
 from ..render import err, print_json, progress_bars, say_notes
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def _architecture(arch: "ModelName", model: Optional[str]) -> str:
 
 def _reject_options_with_resume(ctx: typer.Context) -> None:
     """--resume continues with the run's saved settings; any training option given with it is an error."""
-    allowed = {"resume", "out_dir", "runs_dir", "as_json"}
+    allowed = {"resume", "out_dir", "runs_dir", "as_json", "timeout", "epoch_checkpoints"}
     given = [param.opts[0] for param in ctx.command.params
              if param.name not in allowed and getattr(ctx.get_parameter_source(param.name), "name", None) == "COMMANDLINE"]
     if given:
@@ -64,9 +65,12 @@ def _describe_progress(p: "TrainProgress") -> str:
     return "  ".join(parts)
 
 
-def _report_training(path: Path, result: "TrainResult", command: str) -> None:
+def _report_training(path: Path, result: "TrainResult", command: str, rerun_continues: bool) -> None:
     metrics = result.metrics
-    if result.interrupted:
+    if result.interrupted and path.parent.name.endswith(".checkpoints") and rerun_continues:
+        err.print(f"[yellow]stopped early at iteration {metrics['iterations']}; the state is kept in {path}[/] "
+                  "(run the same command again to continue)", highlight=False)
+    elif result.interrupted:
         err.print(f"[yellow]stopped early at iteration {metrics['iterations']}; the model so far and a resume "
                   f"state were saved[/] (continue with: advcli {command} --resume {path})", highlight=False)
     guard = result.guard
@@ -82,30 +86,86 @@ def _report_training(path: Path, result: "TrainResult", command: str) -> None:
 
 def _run_training(
     config: Optional["TrainConfig"], out_dir: Optional[Path], runs_dir: Path, as_json: bool,
-    *, resume: Optional[Path] = None, command: str = "train",
+    *, resume: Optional[Path] = None, command: str = "train", timeout: float = 600.0,
+    epoch_checkpoints: Optional[bool] = None,
 ) -> None:
     from ...data.spec import load_dataset
     from ...io.runs import check_run_dir_free
+    from ...runtime.coordination import main_decides
     from ...runtime.device import auto_fallback_note, resolve_device
     from ...runtime.precision import resolve_precision
-    from ...training.api import resume_training, resumed_run_path, train
     from ...training.checkpoint import load_resume
+    from ...training.parallel import check_sync_bn
 
     if resume is not None:
         config, _, _ = load_resume(resume)
-        target: Optional[Path] = out_dir if out_dir is not None else resumed_run_path(resume)
-    elif config is not None:
-        target = out_dir
-    else:
+    elif config is None:
         raise AdvcliError("nothing to train: give a configuration or `resume`")
     config.validate()
-    resolve_precision(config.precision, resolve_device(config.device), training=True)
-    say_notes([auto_fallback_note(config.device)])
-    if target is not None:
-        check_run_dir_free(target)
-    with err.status(f"loading {config.data}"):
-        dataset = load_dataset(config.data)
-    with progress_bars() as progress, graceful_interrupt() as stop:
+    device = resolve_device(config.device)
+    resolve_precision(config.precision, device, training=True)
+    check_sync_bn(config.sync_bn, device)
+    with joined(config.device, timeout) as context:
+        main = context.is_main
+        if main:
+            say_notes([auto_fallback_note(config.device)])
+        target = out_dir if resume is None else out_dir or _resumed_path(resume)
+        if target is not None and _saved_by_earlier_attempt(target, context):
+            return
+        if target is not None:
+            main_decides(lambda: check_run_dir_free(target), context)
+            if main:
+                say_notes([_continuing_note(target)])
+        with shown_status(f"loading {config.data}", main):
+            dataset = load_dataset(config.data)
+        path, result = _train_with_progress(config, dataset, out_dir, runs_dir, resume, context, epoch_checkpoints)
+    if not main:
+        return
+    summary = {"run": str(path), **result.metrics}
+    if result.guard is not None:
+        summary["guard"] = {key: result.guard[key] for key in ("best_epoch", "best_val_robust_accuracy", "events", "kept")}
+    if as_json:
+        print_json(summary)
+        return
+    _report_training(path, result, command, rerun_continues=out_dir is not None)
+
+
+def _saved_by_earlier_attempt(target: Path, context: Any) -> bool:
+    """Whether this is a torchrun restart of a job whose run folder an earlier attempt saved (a
+    process died after that): then there is nothing left to do."""
+    from ...io.layout import META_FILE
+    from ...runtime.distributed import from_main
+    from ...runtime.restarts import restart_attempt
+
+    saved = from_main(int(restart_attempt() > 0 and (target / META_FILE).is_file()), context)
+    if saved and context.is_main:
+        say_notes([f"{target} was saved by an earlier attempt of this job; nothing left to do"])
+    return bool(saved)
+
+
+def _continuing_note(target: Path) -> Optional[str]:
+    from ...training.continuation import checkpoint_path, latest_checkpoint
+
+    iteration = latest_checkpoint(target)
+    if not iteration:
+        return None
+    return f"continuing from {checkpoint_path(target, iteration)} (iteration {iteration}), left by an earlier attempt"
+
+
+def _resumed_path(run: Path) -> Path:
+    from ...training.api import resumed_run_path
+
+    return resumed_run_path(run)
+
+
+def _train_with_progress(config: "TrainConfig", dataset: Any, out_dir: Optional[Path], runs_dir: Path,
+                         resume: Optional[Path], context: Any, epoch_checkpoints: Optional[bool]
+                         ) -> tuple[Path, "TrainResult"]:
+    """Train (or resume) with progress bars and warnings on the process that shows them, Ctrl-C
+    asking every process to stop and save."""
+    from ...training.api import resume_training, train
+
+    with progress_bars(context.is_main) as progress, graceful_interrupt(launched=launched()) as stop:
         task = progress.add_task("training", total=None, info="")
 
         def on_progress(p: "TrainProgress") -> None:
@@ -117,21 +177,17 @@ def _run_training(
                 progress.console.print(f"[bold yellow]warning:[/] {render_references(p.warning, flag_names())}",
                                        highlight=False)
 
+        common = dict(dataset=dataset, on_progress=on_progress, should_stop=stop, context=context,
+                      epoch_checkpoints=epoch_checkpoints)
         if resume is not None:
-            path, result = resume_training(resume, out=out_dir, dataset=dataset, on_progress=on_progress, should_stop=stop)
-        else:
-            path, result = train(config, out=out_dir, runs_dir=runs_dir, dataset=dataset,
-                                 on_progress=on_progress, should_stop=stop)
-    summary = {"run": str(path), **result.metrics}
-    if result.guard is not None:
-        summary["guard"] = {key: result.guard[key] for key in ("best_epoch", "best_val_robust_accuracy", "events", "kept")}
-    if as_json:
-        print_json(summary)
-        return
-    _report_training(path, result, command)
+            return resume_training(resume, out=out_dir, **common)
+        return train(config, out=out_dir, runs_dir=runs_dir, **common)
 
 
 ResumeOpt = typer.Option(None, "--resume", help="Continue this interrupted run (into --out, default <RUN>-resumed) with its saved settings.")
+KeyedNoiseOpt = typer.Option(False, "--keyed-noise", help="Draw random starts per sample from (seed, iteration, sample index), as runs on several processes always do: the run then gives the same result on any number of processes.")
+SyncBnOpt = typer.Option(False, "--sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over the whole global batch (SyncBatchNorm) instead of each process's share.")
+EpochCheckpointsOpt = typer.Option(None, "--epoch-checkpoints/--no-epoch-checkpoints", help="Keep the last epoch's resume state in <OUT>.checkpoints/, from which the same command started again (or a torchrun restart) continues (default: on under torchrun with several processes or --max-restarts).")
 OptimizerOpt = typer.Option(OptimizerName("sgd"), "--optimizer", help="sgd (with --momentum, the reference's) or adam.")
 LrScheduleOpt = typer.Option(LrScheduleName("constant"), "--lr-schedule",
                              help="constant (the reference's); cyclic: 0 up to --lr at 2/5 of training, then down to 0; multistep: x0.1 at 50% and 75%.")
@@ -151,28 +207,34 @@ def train_command(
     seed: int = SeedOpt,
     device: DeviceChoice = DeviceOpt,
     precision: PrecisionChoice = PrecisionOpt,
+    keyed_noise: bool = KeyedNoiseOpt,
+    sync_bn: bool = SyncBnOpt,
     resume: Optional[Path] = ResumeOpt,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder to create (default: runs/<timestamp>-standard)."),
     runs_dir: Path = RunsDirOpt,
+    epoch_checkpoints: Optional[bool] = EpochCheckpointsOpt,
+    timeout: float = TimeoutOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Train a classifier the standard way (the reference example's loop and defaults)."""
+    """Train a classifier the standard way (the reference example's loop and defaults); under
+    torchrun, on several processes sharing each mini-batch."""
     if resume is not None:
         _reject_options_with_resume(ctx)
-        _run_training(None, out_dir, runs_dir, as_json, resume=resume, command="train")
+        _run_training(None, out_dir, runs_dir, as_json, resume=resume, command="train", timeout=timeout,
+                      epoch_checkpoints=epoch_checkpoints)
         return
     from ...training.config import TrainConfig
 
     config = TrainConfig.from_flat(dict(
         data=data, arch=_architecture(arch, model), epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
         seed=seed, device=device.value, method="none", optimizer=optimizer.value, lr_schedule=lr_schedule.value,
-        precision=precision.value))
-    _run_training(config, out_dir, runs_dir, as_json)
+        precision=precision.value, keyed_noise=keyed_noise, sync_bn=sync_bn))
+    _run_training(config, out_dir, runs_dir, as_json, timeout=timeout, epoch_checkpoints=epoch_checkpoints)
 
 
 def robust_train_command(
     ctx: typer.Context,
-    eps: float = typer.Option(0.1, "--eps", help="L-inf radius to be robust to (pixel range [0, 1])."),
+    eps: str = typer.Option("0.1", "--eps", help="L-inf radius to be robust to (pixel range [0, 1]; a number or a fraction such as 8/255)."),
     method: MethodName = typer.Option(MethodName("fgsm-rs"), "--method", help=METHOD_HELP),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Adversarial step size (default: fgsm-rs 1.25·eps; pgd, trades 2.5·eps/iters; free, n-fgsm eps)."),
     init: Optional[str] = typer.Option(None, "--init", help="fgsm-rs and pgd: random (default) or zero start."),
@@ -198,26 +260,38 @@ def robust_train_command(
     seed: int = SeedOpt,
     device: DeviceChoice = DeviceOpt,
     precision: PrecisionChoice = PrecisionOpt,
+    keyed_noise: bool = KeyedNoiseOpt,
+    sync_bn: bool = SyncBnOpt,
     resume: Optional[Path] = ResumeOpt,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder to create (default: runs/<timestamp>-robust)."),
     runs_dir: Path = RunsDirOpt,
+    epoch_checkpoints: Optional[bool] = EpochCheckpointsOpt,
+    timeout: float = TimeoutOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Adversarial training (FGSM from a random start, step 1.25·eps, by default), guarded against
-    catastrophic overfitting by PGD accuracy on held-out training data."""
+    catastrophic overfitting by PGD accuracy on held-out training data; under torchrun, on several
+    processes sharing each mini-batch."""
     if resume is not None:
         _reject_options_with_resume(ctx)
-        _run_training(None, out_dir, runs_dir, as_json, resume=resume, command="robust-train")
+        _run_training(None, out_dir, runs_dir, as_json, resume=resume, command="robust-train", timeout=timeout,
+                      epoch_checkpoints=epoch_checkpoints)
         return
+    from ...evaluation.config import parse_eps
     from ...training.config import TrainConfig
+
+    radius = parse_eps(eps)
+    if isinstance(radius, tuple):
+        raise AdvcliError(f"`eps` takes one radius for training, got {eps!r}", param="eps")
 
     config = TrainConfig.from_flat(dict(
         data=data, arch=_architecture(arch, model), epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-        seed=seed, device=device.value, method=method.value, eps=eps, alpha=alpha, init=init, iters=iters, clip=clip,
+        seed=seed, device=device.value, method=method.value, eps=radius, alpha=alpha, init=init, iters=iters, clip=clip,
         beta=beta, replays=replays, optimizer=optimizer.value, lr_schedule=lr_schedule.value, eps_ramp=eps_ramp,
         val_split=val_split, val_every=val_every, val_iters=val_iters, collapse_drop=collapse_drop,
-        on_collapse=on_collapse.value, precision=precision.value))
-    _run_training(config, out_dir, runs_dir, as_json, command="robust-train")
+        on_collapse=on_collapse.value, precision=precision.value, keyed_noise=keyed_noise, sync_bn=sync_bn))
+    _run_training(config, out_dir, runs_dir, as_json, command="robust-train", timeout=timeout,
+                  epoch_checkpoints=epoch_checkpoints)
 
 
 def register(app: typer.Typer) -> None:
