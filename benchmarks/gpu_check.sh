@@ -132,15 +132,16 @@ if [ "$NO_TORCH" = 0 ]; then
 fi
 CLI_OK=1
 for package in typer rich safetensors numpy matplotlib PIL; do
-  if [ "$NO_TORCH" = 1 ] || ! has "$package"; then CLI_OK=0; MISSING_CLI=$package; break; fi
+  if ! has "$package"; then CLI_OK=0; MISSING_CLI=$package; break; fi
 done
+if [ "$NO_TORCH" = 1 ]; then CLI_OK=0; MISSING_CLI=torch; fi
 if [ "$DRY" = 0 ] && [ "$GPUS" = 0 ] && [ "$NO_TORCH" = 0 ]; then
   record gpu "fail: torch sees no CUDA device (run with --dry-run for the CPU versions)" 0 ""
   CLI_OK=0; MISSING_CLI="a CUDA device"
 fi
 
 skip_all() {
-  for name in data train robust-train eval eval-auto export eval-onnx torchrun-train torchrun-eval nccl keyed-noise; do
+  for name in data train robust-train eval eval-auto export eval-onnx torchrun-train torchrun-eval; do
     record "$name" "skip: $1" 0 ""
   done
 }
@@ -225,8 +226,15 @@ EOF
   fi
 fi
 
-if [ "$DEVICE" != cuda ]; then
-  record nccl "skip: no CUDA (dry run)" 0 ""
+fi
+
+# ---- what needs torch alone: NCCL through advcli's collectives and DDP, keyed noise ---------------
+if [ "$NO_TORCH" = 1 ]; then
+  record nccl "skip: needs torch" 0 ""
+  record keyed-noise "skip: needs torch" 0 ""
+else
+if [ "$DEVICE" != cuda ] || [ "$GPUS" = 0 ]; then
+  record nccl "skip: no CUDA$([ "$DRY" = 1 ] && echo ' (dry run)')" 0 ""
 else
   step nccl 120 "f\"agree/gather/broadcast ok; DDP bf16 step {j['step_ms']:.1f} ms; all-reduce of {j['megabytes']:.0f} MB in {j['allreduce_ms']:.2f} ms\"" \
     "$PY" - <<'EOF'
@@ -271,7 +279,7 @@ EOF
 fi
 
 step keyed-noise 120 "f\"{j['batch']}x3x32x32 on {j['device']}: keyed {j['keyed_ms']:.2f} ms, torch.rand {j['plain_ms']:.3f} ms\"" \
-  "$PY" - "$DEVICE" "$NOISE_BATCH" <<'EOF'
+  "$PY" - "$([ "$GPUS" -gt 0 ] && [ "$DRY" = 0 ] && echo cuda || echo cpu)" "$NOISE_BATCH" <<'EOF'
 import json, sys, time
 import torch
 from advcli.runtime.sharding import sample_uniform

@@ -73,6 +73,15 @@ def test_outside_torchrun_there_is_one_process_and_no_process_group(no_launch):
     shutdown(context)
 
 
+def test_one_process_leaves_its_device_to_its_command(no_launch):
+    """An ONNX file may run on onnxruntime's CUDA provider where torch sees no CUDA: one process's
+    `cuda` is not refused here (the command checks its own device), an unknown choice still is."""
+    context = init_from_environment("cuda", timeout=5)
+    assert context.device.type == ("cuda" if torch.cuda.is_available() else "cpu") and not context.distributed
+    with pytest.raises(DistributedError, match="`device` must be one of"):
+        init_from_environment("gpu", timeout=5)
+
+
 def test_a_torchrun_job_of_one_process_makes_no_process_group(monkeypatch):
     for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
         monkeypatch.setenv(name, value)

@@ -89,9 +89,12 @@ def test_a_stop_seen_by_one_rank_saves_a_run_that_one_process_resumes(job, datas
     out, ((first, _), (second, _)) = job
     assert first["stopped"] == {"interrupted": True, "iterations": STOP_AT, "saved": True, "has_state": True}
     assert second["stopped"] == {"interrupted": True, "iterations": STOP_AT, "saved": True, "has_state": False}
-    meta = json.loads((out / "two-stopped" / "model.json").read_text())
+    # Several processes keep epoch checkpoints, and a run stopped early leaves its state with them.
+    kept = out / "two-stopped.checkpoints" / f"iteration-{STOP_AT:09d}"
+    assert first["stopped_path"] == second["stopped_path"] == str(kept) and not (out / "two-stopped").exists()
+    meta = json.loads((kept / "model.json").read_text())
     assert meta["distributed"] == {"world_size": 2, "backend": "gloo", "global_batch_size": 63}
-    _, resumed = resume_training(out / "two-stopped", out=out / "one-resumed", dataset=dataset)
+    _, resumed = resume_training(kept, out=out / "one-resumed", dataset=dataset)
     assert resumed.metrics["iterations"] == 20 and resumed.distributed is None
     assert close(flat_parameters(resumed.model), uninterrupted) < 1e-5
 

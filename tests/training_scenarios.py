@@ -104,6 +104,7 @@ def training(context: DistributedContext, report: Report, tensors: Tensors, out:
                           should_stop=stop_after(STOP_AT, rank=1, context=context))
     report["stopped"] = {"interrupted": stopped.interrupted, "iterations": stopped.metrics["iterations"],
                          "saved": (path / "model.json").is_file(), "has_state": stopped.resume_state is not None}
+    report["stopped_path"] = str(path)
     path, resumed = resume_training(job["single_stopped"], out=out / "two-resumed", dataset=dataset, context=context)
     tensors["resumed"] = flat_parameters(resumed.model)
     report["resumed_iterations"] = resumed.metrics["iterations"]

@@ -120,13 +120,19 @@ def select_device(device_choice: str, local_rank: Optional[int] = None) -> torch
 
 def init_from_environment(device_choice: str = "auto", *, timeout: float = DEFAULT_TIMEOUT_S) -> DistributedContext:
     """Join torchrun's process group (gloo on the CPU, NCCL on CUDA) with `timeout` seconds for the
-    rendezvous and for every collective; outside torchrun, or with one process, no group is made."""
+    rendezvous and for every collective; outside torchrun, or with one process, no group is made
+    and the device is not checked here (the single process's device is its command's business: an
+    ONNX file may run on onnxruntime's CUDA provider without torch seeing CUDA)."""
     if not timeout > 0:
         raise DistributedError(f"`timeout` must be > 0 seconds, got {timeout}", param="timeout")
     launch = launch_from_environment()
-    device = select_device(device_choice, None if launch is None else launch.local_rank)
     if launch is None or launch.world_size == 1:
-        return DistributedContext(local_rank=0 if launch is None else launch.local_rank, device=device)
+        if device_choice not in DEVICE_CHOICES:
+            select_device(device_choice)  # the one-line refusal of an unknown choice
+        usable = device_choice != "cpu" and torch.cuda.is_available()
+        return DistributedContext(local_rank=0 if launch is None else launch.local_rank,
+                                  device=torch.device("cuda" if usable else "cpu"))
+    device = select_device(device_choice, launch.local_rank)
     if not dist.is_available():
         raise DistributedError(f"this torch build ({torch.__version__}) has no torch.distributed")
     if dist.is_initialized():

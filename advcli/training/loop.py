@@ -237,8 +237,9 @@ def train_model(
 
     Under torchrun, pass every process's `context` (:func:`advcli.runtime.init_from_environment`):
     the processes share each global batch, agree on every decision (guard, stop requests, a diverged
-    loss), and only rank 0 reports progress and gets the resume state. `on_epoch_end`, called on
-    rank 0 after every epoch but the last, gets the run so far with its resume state (interrupted).
+    loss), and only rank 0 reports progress and gets the resume state. `on_epoch_end` (given on
+    every rank: the state is gathered from all of them) is called on rank 0 after every epoch but
+    the last with the run so far and its resume state, as an interrupted run.
     """
     config = config.resolved()
     config.validate()
