@@ -57,3 +57,7 @@ class DistributedError(AdvcliError):
 class StoppedWithMain(DistributedError):
     """Raised on the other processes of a job when rank 0 failed at something only it does (checking
     or writing files); rank 0 reports why, so the command line adds nothing but the exit code."""
+
+
+class OutputError(AdvcliError):
+    """A destination cannot be written, or writing to it failed (a full disk, a file size limit)."""

@@ -26,7 +26,7 @@ from ..attacks.config import AttackConfig
 from ..attacks.sequence import run_sequence
 from ..errors import AdvcliError, AttackError
 from ..runtime.distributed import DistributedContext, gather_samples, max_over_ranks, sum_over_ranks
-from ..runtime.execution import predict
+from ..runtime.execution import by_chunks, predict
 from ..runtime.sharding import rank_seed, shard_indices
 from ..runtime.victim import QueryCounter, Victim
 from .report import AttackResult
@@ -48,16 +48,24 @@ class AttackedSamples:
     adversarials: Optional[torch.Tensor] = None  # the adversarial examples, when kept
 
 
+@torch.no_grad()
 def clean_predictions(victim: Victim, x: torch.Tensor, *, batch_size: int,
                       context: DistributedContext = SINGLE) -> torch.Tensor:
     """The judge's labels for `x`, in batches, written into one tensor sized once (each rank
-    predicting its strided share, every rank getting all of them)."""
+    predicting its strided share, every rank getting all of them). Outputs that are NaN or infinite
+    are refused: no label follows from them, and an accuracy counted over them would not be a
+    measurement."""
     rows = shard_indices(len(x), context, device=torch.device("cpu"))
     mine = x if not context.distributed else x[rows]
     predictions = torch.empty(len(mine), dtype=torch.long)
+    non_finite = 0
     for start in range(0, len(mine), batch_size):
-        predictions[start:start + batch_size] = predict(victim.judge, mine[start:start + batch_size].to(
-            victim.device, non_blocking=True))
+        logits = by_chunks(victim.judge, mine[start:start + batch_size].to(victim.device, non_blocking=True))
+        non_finite += int((~torch.isfinite(logits).all(1)).sum())
+        predictions[start:start + batch_size] = logits.argmax(1).cpu()
+    if sum_over_ranks(non_finite, context):
+        raise AdvcliError(f"the model's outputs are NaN or infinite on some of the {len(x)} clean samples: "
+                          "no prediction follows from them, so no accuracy is reported")
     return _gathered(predictions, context)
 
 
@@ -101,6 +109,9 @@ def attack_samples(
     def attacker(member: AttackConfig) -> torch.nn.Module:
         return counter if member.black_box else victim.crafter
 
+    def accept(candidate: torch.Tensor, clean: torch.Tensor, member: AttackConfig) -> torch.Tensor:
+        return victim.accept(candidate, clean, member.eps, member.norm)  # type: ignore[misc]
+
     generator = torch.Generator(device=victim.device).manual_seed(rank_seed(seed, context))
     everyone, rows = len(rows), (rows if not context.distributed else rows[context.rank::context.world_size])
     count = len(rows)
@@ -115,7 +126,8 @@ def attack_samples(
         chosen = rows[start:start + batch_size]
         xb = x[chosen].to(victim.device, non_blocking=True)
         yb = y[chosen].to(victim.device, non_blocking=True)
-        outcome = run_sequence(victim.judge, xb, yb, members, generator=generator, attacker=attacker)
+        outcome = run_sequence(victim.judge, xb, yb, members, generator=generator, attacker=attacker,
+                               accept=accept if victim.accept is not None else None)
         largest = max(largest, attack.threat.check(xb, outcome.x_adv, attack.name))
         predicted = predict(victim.judge, outcome.x_adv)
         disagree = int(((predicted != yb) != (outcome.fooled_by >= 0)).sum())

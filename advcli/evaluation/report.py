@@ -3,7 +3,7 @@ report with everything needed to rerun it (its JSON form is what ``advcli eval -
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from ..attacks.config import AttackConfig
@@ -115,6 +115,8 @@ class EvalReport:
     precision: str = "fp32"  # what white-box attack gradients ran in; fp32 when no torch model crafts
     world_size: int = 1  # processes that shared the evaluation (torchrun)
     distributed_backend: Optional[str] = None  # their process group's backend (None: one process)
+    white_box: Optional[dict[str, Any]] = None  # what crafted the white-box attacks, and why (victims.prepare)
+    warnings: list[str] = field(default_factory=list)  # signs that the input contract misdescribes the model
 
     @property
     def passed(self) -> bool:
@@ -137,6 +139,9 @@ class EvalReport:
             "execution_providers": self.execution_providers,
             "notes": self.notes,
             "transfer_from_fingerprint": self.transfer_fingerprint,
+            "white_box": self.white_box,
+            "contract": asdict(self.config.contract),
+            "warnings": self.warnings,
             "clean_accuracy": self.clean_accuracy,
             "robust_accuracy": self.robust_accuracy,
             "attacks": [result.to_dict() for result in self.attacks],

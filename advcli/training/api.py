@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import warnings
 from datetime import datetime
@@ -9,7 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..data.dataset import Dataset
-from ..errors import AdvcliError
+from ..data.spec import load_dataset
+from ..errors import AdvcliError, OutputError
 from ..io.layout import DEFAULT_RUNS_DIR, LOSS_PLOT_FILE
 from ..io.provenance import package_versions, utc_now
 from ..io.resume import ResumeState, resume_files
@@ -17,7 +20,7 @@ from ..io.runs import check_run_dir_free, default_run_name, save_run
 from ..runtime.coordination import main_decides
 from ..runtime.distributed import DistributedContext, from_main
 from ..runtime.restarts import allowed_restarts
-from .checkpoint import load_resume
+from .checkpoint import check_resume_fits, load_resume
 from .config import TrainConfig
 from .continuation import (
     check_continues,
@@ -89,7 +92,28 @@ def save_training(result: TrainResult, path: Path, *, plot: bool = True) -> Path
                 (folder / name).write_bytes(content)
 
         writers.append(write_resume_files)
-    return save_run(path, result.model, meta, result.history, extra_writers=writers)
+    try:
+        return save_run(path, result.model, meta, result.history, extra_writers=writers)
+    except OutputError as error:  # a full disk: keep the trained model elsewhere if we can, and say where
+        rescued = _save_elsewhere(path, lambda folder: save_run(folder, result.model, meta, result.history,
+                                                                extra_writers=writers))
+        if rescued is None:
+            raise
+        raise OutputError(f"{error.message}; the run was saved to {rescued} instead", param=error.param) from None
+
+
+def _save_elsewhere(path: Path, save: Callable[[Path], Path]) -> Optional[Path]:
+    """`save` into a new private folder under the temporary folder ($TMPDIR), for a run that could not be
+    saved at `path`; the folder saved, or None when that fails too."""
+    try:
+        holder = Path(tempfile.mkdtemp(prefix="advcli-unsaved-"))
+    except OSError:
+        return None
+    try:
+        return save(holder / path.name)
+    except (OutputError, OSError):
+        shutil.rmtree(holder, ignore_errors=True)
+        return None
 
 
 def train(
@@ -122,7 +146,8 @@ def train(
     context = context or DistributedContext()
     kind = "standard" if config.method == "none" else "robust"
     path = _run_path(out, runs_dir, kind, context)
-    return _train_into(path, config, None, dataset, on_progress, should_stop, context, epoch_checkpoints)
+    return _train_into(path, config, None, dataset, on_progress, should_stop, context, epoch_checkpoints,
+                       param="out" if out is not None else "runs_dir")
 
 
 def _run_path(out: Optional[Path | str], runs_dir: Path | str, kind: str, context: DistributedContext) -> Path:
@@ -139,10 +164,11 @@ def _train_into(
     path: Path, config: TrainConfig, resume: Optional[tuple[ResumeState, dict[str, Any]]],
     dataset: Optional[Dataset], on_progress: Optional[Callable[[TrainProgress], None]],
     should_stop: Optional[Callable[[], bool]], context: DistributedContext, epoch_checkpoints: Optional[bool],
+    param: str = "out",
 ) -> tuple[Path, TrainResult]:
     """Train (from `resume`, or from the newest epoch checkpoint of `path` when there is one) and
     save into `path` on rank 0."""
-    main_decides(lambda: check_run_dir_free(path), context)
+    main_decides(lambda: check_run_dir_free(path, param=param), context)
     state, origin = resume if resume is not None else (None, None)
     iteration = from_main(latest_checkpoint(path), context)  # rank 0 picks; every rank reads that one
     if iteration:
@@ -196,6 +222,9 @@ def resume_training(
     number of processes too, for a run whose draws are keyed: every run on several processes)."""
     config, state, meta = load_resume(run)
     path = Path(out) if out is not None else resumed_run_path(run)
-    origin = {"run": str(Path(run)), "iteration": state.info["step"], "weights_sha256": meta["weights"]["sha256"]}
+    dataset = dataset if dataset is not None else load_dataset(config.data)
+    check_resume_fits(state, config, dataset)
+    origin = {"run": str(Path(run).absolute()), "iteration": state.info["step"],
+              "weights_sha256": meta["weights"]["sha256"]}
     return _train_into(path, config, (state, origin), dataset, on_progress, should_stop,
                        context or DistributedContext(), epoch_checkpoints)

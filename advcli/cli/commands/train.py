@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
 from ...errors import AdvcliError, render_references
 from ...models.architectures import DEFAULT_MODEL
 from ...training.methods import METHODS
-from ..failures import flag_names, handles_errors
+from ..escaping import shown
+from ..failures import EXIT_INTERRUPTED, flag_names, handles_errors
 from ..interrupts import graceful_interrupt
 from ..options import (
     DataOpt,
@@ -72,7 +73,8 @@ def _report_training(path: Path, result: "TrainResult", command: str, rerun_cont
                   "(run the same command again to continue)", highlight=False)
     elif result.interrupted:
         err.print(f"[yellow]stopped early at iteration {metrics['iterations']}; the model so far and a resume "
-                  f"state were saved[/] (continue with: advcli {command} --resume {path})", highlight=False)
+                  f"state were saved[/] (continue with: advcli {command} --resume {shown(path)})", highlight=False,
+                  soft_wrap=True)
     guard = result.guard
     if guard is not None and guard["best_epoch"] is not None:
         err.print(f"kept the {guard['kept']} model: epoch {guard['best_epoch']} (iteration {guard['best_iteration']}), "
@@ -80,8 +82,27 @@ def _report_training(path: Path, result: "TrainResult", command: str, rerun_cont
                   + (f"; {len(guard['events'])} collapse event(s)" if guard["events"] else ""), highlight=False)
     if metrics["stopped_by_guard"]:
         err.print("[yellow]training stopped by the guard: robust validation accuracy collapsed[/]")
-    err.print(f"saved run [bold]{path}[/]  clean test accuracy {metrics['clean_test_accuracy']:.4f}  "
-              f"({metrics['train_seconds']:.1f} s, {metrics['precision']})", highlight=False)
+    err.print(f"saved run [bold]{shown(path)}[/]  clean test accuracy {metrics['clean_test_accuracy']:.4f}  "
+              f"({metrics['train_seconds']:.1f} s, {metrics['precision']})", highlight=False, soft_wrap=True)
+
+
+def _progress_reporter(progress: Any, stop: Any) -> Callable[["TrainProgress"], None]:
+    """The training callback: one bar, added at the first update (so that a refusal before any
+    training leaves no bar behind), epoch lines and warnings."""
+    tasks: list[Any] = []
+
+    def on_progress(p: "TrainProgress") -> None:
+        if not tasks:
+            tasks.append(progress.add_task("training", total=p.iterations, info=""))
+        progress.update(tasks[0], total=p.iterations, completed=p.iteration,
+                        info=f"epoch {p.epoch}/{p.epochs}  loss {p.loss:.4f}" + ("  [yellow]stopping…" if stop.requested else ""))
+        if p.validation is not None or p.epoch_loss is not None:
+            progress.console.print(_describe_progress(p), highlight=False)
+        if p.warning is not None:
+            progress.console.print(f"[bold yellow]warning:[/] {shown(render_references(p.warning, flag_names()))}",
+                                   highlight=False)
+
+    return on_progress
 
 
 def _run_training(
@@ -89,16 +110,19 @@ def _run_training(
     *, resume: Optional[Path] = None, command: str = "train", timeout: float = 600.0,
     epoch_checkpoints: Optional[bool] = None,
 ) -> None:
+    """Check everything that can be checked (settings, device, destination, data, resume state)
+    before the first iteration; train; save; report. An interrupted run is saved and exits 130."""
     from ...data.spec import load_dataset
     from ...io.runs import check_run_dir_free
     from ...runtime.coordination import main_decides
     from ...runtime.device import auto_fallback_note, resolve_device
     from ...runtime.precision import resolve_precision
-    from ...training.checkpoint import load_resume
+    from ...training.checkpoint import check_resume_fits, load_resume
     from ...training.parallel import check_sync_bn
 
+    state = None
     if resume is not None:
-        config, _, _ = load_resume(resume)
+        config, state, _ = load_resume(resume)
     elif config is None:
         raise AdvcliError("nothing to train: give a configuration or `resume`")
     config.validate()
@@ -113,21 +137,27 @@ def _run_training(
         if target is not None and _saved_by_earlier_attempt(target, context):
             return
         if target is not None:
-            main_decides(lambda: check_run_dir_free(target), context)
+            main_decides(lambda: check_run_dir_free(target, param="out"), context)
             if main:
                 say_notes([_continuing_note(target)])
-        with shown_status(f"loading {config.data}", main):
+        with shown_status(f"loading {shown(config.data)}", main):
             dataset = load_dataset(config.data)
+        if state is not None:
+            check_resume_fits(state, config, dataset)
         path, result = _train_with_progress(config, dataset, out_dir, runs_dir, resume, context, epoch_checkpoints)
     if not main:
+        if result.interrupted:
+            raise typer.Exit(EXIT_INTERRUPTED)
         return
     summary = {"run": str(path), **result.metrics}
     if result.guard is not None:
         summary["guard"] = {key: result.guard[key] for key in ("best_epoch", "best_val_robust_accuracy", "events", "kept")}
     if as_json:
         print_json(summary)
-        return
-    _report_training(path, result, command, rerun_continues=out_dir is not None)
+    else:
+        _report_training(path, result, command, rerun_continues=out_dir is not None)
+    if result.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _saved_by_earlier_attempt(target: Path, context: Any) -> bool:
@@ -139,7 +169,7 @@ def _saved_by_earlier_attempt(target: Path, context: Any) -> bool:
 
     saved = from_main(int(restart_attempt() > 0 and (target / META_FILE).is_file()), context)
     if saved and context.is_main:
-        say_notes([f"{target} was saved by an earlier attempt of this job; nothing left to do"])
+        say_notes([f"{shown(target)} was saved by an earlier attempt of this job; nothing left to do"])
     return bool(saved)
 
 
@@ -149,7 +179,8 @@ def _continuing_note(target: Path) -> Optional[str]:
     iteration = latest_checkpoint(target)
     if not iteration:
         return None
-    return f"continuing from {checkpoint_path(target, iteration)} (iteration {iteration}), left by an earlier attempt"
+    return (f"continuing from {shown(checkpoint_path(target, iteration))} (iteration {iteration}), left by an "
+            "earlier attempt")
 
 
 def _resumed_path(run: Path) -> Path:
@@ -166,19 +197,8 @@ def _train_with_progress(config: "TrainConfig", dataset: Any, out_dir: Optional[
     from ...training.api import resume_training, train
 
     with progress_bars(context.is_main) as progress, graceful_interrupt(launched=launched()) as stop:
-        task = progress.add_task("training", total=None, info="")
-
-        def on_progress(p: "TrainProgress") -> None:
-            progress.update(task, total=p.iterations, completed=p.iteration,
-                            info=f"epoch {p.epoch}/{p.epochs}  loss {p.loss:.4f}" + ("  [yellow]stopping…" if stop.requested else ""))
-            if p.validation is not None or p.epoch_loss is not None:
-                progress.console.print(_describe_progress(p), highlight=False)
-            if p.warning is not None:
-                progress.console.print(f"[bold yellow]warning:[/] {render_references(p.warning, flag_names())}",
-                                       highlight=False)
-
-        common = dict(dataset=dataset, on_progress=on_progress, should_stop=stop, context=context,
-                      epoch_checkpoints=epoch_checkpoints)
+        common = dict(dataset=dataset, on_progress=_progress_reporter(progress, stop), should_stop=stop,
+                      context=context, epoch_checkpoints=epoch_checkpoints)
         if resume is not None:
             return resume_training(resume, out=out_dir, **common)
         return train(config, out=out_dir, runs_dir=runs_dir, **common)
