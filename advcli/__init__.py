@@ -14,6 +14,7 @@ from ._version import __version__
 
 _EXPORTS = {
     "AdvcliError": ".errors", "AttackError": ".errors", "CheckpointError": ".errors", "DataError": ".errors",
+    "DistributedError": ".errors",
     "OutputError": ".errors",
     "ThreatModel": ".threat", "Registry": ".registry",
     "ATTACKS": ".attacks", "AttackConfig": ".attacks", "resolve_attack": ".attacks", "fgsm": ".attacks",

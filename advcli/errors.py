@@ -49,5 +49,15 @@ class AttackError(AdvcliError):
     """An attack was asked for with invalid parameters, or produced an invalid result."""
 
 
+class DistributedError(AdvcliError):
+    """The process group of a torchrun job could not be set up, or an exchange between its processes
+    failed: a process died, timed out or disagreed about what to exchange."""
+
+
+class StoppedWithMain(DistributedError):
+    """Raised on the other processes of a job when rank 0 failed at something only it does (checking
+    or writing files); rank 0 reports why, so the command line adds nothing but the exit code."""
+
+
 class OutputError(AdvcliError):
     """A destination cannot be written, or writing to it failed (a full disk, a file size limit)."""

@@ -102,3 +102,38 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def library_job(tmp_path_factory):
+    """One job of 2 gloo processes running the collectives, the DDP rules, advcli's training and its
+    evaluation (tests/distributed_worker.py, scenario "library"); shared by the test_distributed_*
+    modules. Returns the job's folder, its inputs, and each rank's report and tensors."""
+    import json
+
+    from distributed_launch import gloo_unavailable_reason, read_rank, run_ranks
+    from training_scenarios import STOP_AT, resume_config, stop_after, write_data
+
+    reason = gloo_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    out = tmp_path_factory.mktemp("library")
+    data = write_data(tmp_path_factory.mktemp("distributed-data"))
+    dataset = load_dataset(data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single_stopped, _ = train(resume_config(data), out=out / "single-stopped", dataset=dataset,
+                                  should_stop=stop_after(STOP_AT))
+        eval_run, _ = train(TrainConfig.of(data=data, arch="mnist-small", epochs=6, batch_size=32, lr=0.05,
+                                           device="cpu", seed=4), out=out / "eval-run", dataset=dataset)
+    finally:
+        torch.set_num_threads(threads)
+    inputs = {"data": data, "single_stopped": str(single_stopped), "run": str(eval_run)}
+    (out / "job.json").write_text(json.dumps(inputs))
+    finished = run_ranks("library", out, timeout=180)
+    assert [code for code, _ in finished] == [0, 0], "\n".join(output[-3000:] for _, output in finished)
+    from safetensors.torch import load_file
+
+    ranks = [(read_rank(out, rank), load_file(str(out / f"rank{rank}.safetensors"))) for rank in range(2)]
+    return out, inputs, ranks

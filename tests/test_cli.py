@@ -43,7 +43,7 @@ def test_train_writes_a_run_and_reports_json(tiny_spec, tmp_path):
 
 
 def test_robust_train_records_its_method(tiny_spec, tmp_path):
-    result = invoke("robust-train", "--eps", 0.1, "--data", tiny_spec, "--epochs", 1,
+    result = invoke("robust-train", "--eps", "1/10", "--data", tiny_spec, "--epochs", 1,  # a fraction, as 8/255
                     "--out", tmp_path / "robust", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "robust" / "model.json").read_text())
@@ -68,6 +68,10 @@ def test_train_refuses_to_overwrite_an_existing_run(trained_run):
         (("train", "--data", "nosuchformat:x"), "nosuchformat"),
         (("train", "--data", "mnist:/nonexistent/dir"), "/nonexistent/dir"),
         (("train", "--device", "cuda"), "cuda"),
+        (("robust-train", "--eps", "0.1,0.2"), "--eps"),
+        (("robust-train", "--eps", "8/0"), "--eps"),
+        (("train", "--sync-bn", "--device", "cpu"), "--sync-bn"),
+        (("train", "--timeout", 0, "--device", "cpu"), "--timeout"),
     ],
 )
 def test_bad_training_input_exits_2_with_one_line(args, message, tmp_path):
@@ -123,6 +127,7 @@ def test_eval_thresholds_exit_1(trained_run, tmp_path):
         (("--attack", "fgsm", "--iters", 5), "fgsm"),
         (("--min-accuracy", 1.5), "--min-accuracy"),
         (("--split", "validation"), "--split"),
+        (("--timeout", -1), "--timeout"),
     ],
 )
 def test_eval_bad_options_exit_2(trained_run, args, message):

@@ -144,9 +144,11 @@ def perturb(
     generator: Optional[torch.Generator] = None,
     early_stop: bool = False,
     target: Optional[torch.Tensor] = None,
+    start: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """`iters` gradient steps of size `alpha` (signed for L-inf, normalised for L2) from the start
-    `init` names, in the model's current mode.
+    `init` names (or from the given `start` point, e.g. one drawn per sample), in the model's
+    current mode.
 
     With `early_stop`, a sample stops moving once the attack succeeds on it, which keeps the
     first successful point found and saves its remaining gradient computations; a targeted attack
@@ -155,7 +157,7 @@ def perturb(
     Samples are gathered and scattered only once some have stopped.
     """
     x = x.detach()
-    x_adv = threat.start(x, init, generator)
+    x_adv = threat.start(x, init, generator) if start is None else start.detach()
     everyone = torch.arange(x.shape[0], device=x.device)
     best, best_score = x_adv.clone(), torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     active: Optional[torch.Tensor] = None  # the samples still moving; None: all of them

@@ -10,8 +10,9 @@ from typing import Any, Callable
 
 import typer
 
-from ..errors import AdvcliError
+from ..errors import AdvcliError, StoppedWithMain
 from .flags import _FLAGS, flag_names
+from .processes import worker_rank
 from .render import fail
 
 __all__ = ["EXIT_THRESHOLD", "EXIT_USAGE", "EXIT_INTERRUPTED", "flag_names", "handles_errors"]
@@ -32,6 +33,12 @@ def _command_flags(context: typer.Context) -> dict[str, str]:
     return flags
 
 
+def _from_rank(message: str) -> str:
+    """`message`, prefixed with the process's rank on the other ranks of a torchrun job."""
+    rank = worker_rank()
+    return message if rank == 0 or message.startswith("rank ") else f"rank {rank}: {message}"
+
+
 def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn our own exceptions into a one-line message naming the command's flags and exit code 2;
     Ctrl-C into 130. The wrapper takes Typer's context (to know the flags) before the command's own
@@ -46,15 +53,17 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         _FLAGS.update(_command_flags(_context))
         try:
             return command(_context, *args, **kwargs) if wants_context else command(*args, **kwargs)
+        except StoppedWithMain:  # rank 0 of the torchrun job says why
+            raise typer.Exit(EXIT_USAGE) from None
         except AdvcliError as error:
-            fail(error.render(flag_names()), EXIT_USAGE)
+            fail(_from_rank(error.render(flag_names())), EXIT_USAGE)
         except KeyboardInterrupt:
-            fail("interrupted", EXIT_INTERRUPTED)
+            fail(_from_rank("interrupted"), EXIT_INTERRUPTED)
         except MemoryError:
-            fail("out of memory: this input needs more memory than the machine has free", EXIT_USAGE)
+            fail(_from_rank("out of memory: this input needs more memory than the machine has free"), EXIT_USAGE)
         except OSError as error:
             where = f"{error.filename}: " if error.filename else ""
-            fail(f"{where}{error.strerror or error}", EXIT_USAGE)
+            fail(_from_rank(f"{where}{error.strerror or error}"), EXIT_USAGE)
 
     context = inspect.Parameter("_context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
     wrapper.__signature__ = signature.replace(parameters=[context, *own])  # type: ignore[attr-defined]

@@ -14,6 +14,10 @@ a transfer source, or are replaced by Square (:mod:`advcli.evaluation.victims` d
 
 White-box attacks may take their gradients in reduced precision (see :mod:`advcli.runtime.autocast`):
 reported accuracies are always float32 classifications.
+
+Under torchrun, pass each process's `context`: the engine shares the attacks out (see
+:mod:`advcli.evaluation.engine`) and every rank returns the same report; the sanity checks, cheap
+by design, run on every rank in full, so that they too are exactly what one process reports.
 """
 
 from __future__ import annotations
@@ -35,12 +39,13 @@ from ..runtime.backends import LoadRequest
 from ..runtime.backends.torch import refuse_contract_for_runs, torch_classifier
 from ..runtime.classifier import Classifier
 from ..runtime.device import resolve_device
+from ..runtime.distributed import DistributedContext
 from ..runtime.execution import attack_mode
 from ..runtime.loading import load_classifier
 from ..runtime.user_module import module_classifier
 from ..runtime.victim import Victim
 from .config import EvalConfig
-from .engine import Progress, RadiusOutcome, attack_over_radii, attack_samples, clean_predictions, share
+from .engine import SINGLE, Progress, RadiusOutcome, attack_over_radii, attack_samples, clean_predictions, share
 from .report import ClassResult, CurvePoint, EvalReport
 from .sanity import SanityInputs, run_sanity_checks
 from .victims import Prepared, prepare
@@ -150,6 +155,7 @@ def evaluate_model(
     on_progress: Optional[Progress] = None,
     source: Optional[nn.Module] = None,
     transfer_from: Optional[str] = None,
+    context: DistributedContext = SINGLE,
     **overrides: Any,
 ) -> EvalReport:
     """Clean accuracy, robust accuracy at every radius, per-class figures and sanity checks of any
@@ -161,19 +167,21 @@ def evaluate_model(
     With `source` (a torch model, named `transfer_from` in the report), white-box attacks are
     crafted on it and judged by `model` (transfer); black-box attacks always query `model`, which
     may be outputs only (:class:`advcli.runtime.OutputsOnly`). White-box gradients run in
-    `config.precision`, resolved on that device; `model` judges in float32 regardless."""
+    `config.precision`, resolved on that device; `model` judges in float32 regardless. Under torchrun,
+    every process passes its `context` and the same tensors."""
     config = configured(config, overrides)
     victim = Victim.of(model, precision=config.runtime.precision, source=source, transfer_from=transfer_from)
     mode = "transfer" if source is not None else "black-box" if victim.outputs_only else "native"
     prepared = Prepared(victim, x, {"mode": mode, "converted": False, "reason": None, "parity": None})
     return measure_robustness(prepared, y, config, classes=classes, model_name=model_name,
                               model_fingerprint=model_fingerprint, data_name=data_name,
-                              data_fingerprint=data_fingerprint, on_progress=on_progress)
+                              data_fingerprint=data_fingerprint, on_progress=on_progress, context=context)
 
 
 def measure_robustness(prepared: Prepared, y: torch.Tensor, config: EvalConfig, *, classes: Optional[list[str]],
                        model_name: str, model_fingerprint: Optional[str], data_name: str,
-                       data_fingerprint: Optional[str], on_progress: Optional[Progress]) -> EvalReport:
+                       data_fingerprint: Optional[str], on_progress: Optional[Progress],
+                       context: DistributedContext = SINGLE) -> EvalReport:
     """The evaluation proper, on a prepared victim (:func:`advcli.evaluation.victims.prepare`)."""
     started = time.perf_counter()
     victim, x = prepared.victim, prepared.x
@@ -184,10 +192,10 @@ def measure_robustness(prepared: Prepared, y: torch.Tensor, config: EvalConfig, 
     batch_size, seed = config.runtime.batch_size, config.sampling.seed
     with attack_mode(victim.judge):
         classes = _class_names(victim, x, classes, config)
-        clean = clean_predictions(victim, x, batch_size=batch_size) == y
+        clean = clean_predictions(victim, x, batch_size=batch_size, context=context) == y
         columns = [attack_over_radii(victim, x, y, clean, [attacks[index] for attacks in attacks_by_eps],
                                      num_classes=len(classes), batch_size=batch_size, seed=seed,
-                                     on_progress=on_progress)
+                                     on_progress=on_progress, context=context)
                    for index in range(len(attacks_by_eps[0]))]
         worst = [torch.stack([column[e].robust for column in columns]).all(0) for e in range(len(eps_values))]
         curve = [CurvePoint(eps, float(worst[e].float().mean()), [column[e].result for column in columns])
@@ -204,7 +212,7 @@ def measure_robustness(prepared: Prepared, y: torch.Tensor, config: EvalConfig, 
         seconds=time.perf_counter() - started, curve=curve, per_class=per_class, sanity=sanity,
         num_classes=len(classes), precision=victim.precision, white_box=prepared.white_box,
         notes=list(prepared.notes) + strength_notes(attacks_by_eps[-1]),
-        warnings=list(prepared.warnings),
+        warnings=list(prepared.warnings), world_size=context.world_size, distributed_backend=context.backend,
     )
 
 
@@ -281,6 +289,7 @@ def evaluate(
     dataset: Optional[Dataset] = None,
     runs_dir: Path | str = DEFAULT_RUNS_DIR,
     on_progress: Optional[Callable[[str, int, int], None]] = None,
+    context: DistributedContext = SINGLE,
     **overrides: Any,
 ) -> EvalReport:
     """Clean and robust accuracy of a model (the newest run under `runs_dir` by default).
@@ -300,6 +309,7 @@ def evaluate(
     whatever the model's contract). eps is always in [0, 1] pixel units.
     `on_progress(stage, done, total)` follows each stage (a download, each attack at each radius, the
     sanity checks); within a batch of an attack, `done` is estimated from the attack's model calls.
+    Under torchrun, give each process's `context` (its device is the one the model is loaded on).
     """
     module = _python_module(overrides)
     dataset = overrides.pop("data") if isinstance(overrides.get("data"), Dataset) else dataset
@@ -315,7 +325,7 @@ def evaluate(
     report = measure_robustness(
         prepared, y_all[picks], config, classes=list(config.contract.class_names or dataset.classes),
         model_name=str(classifier.path), model_fingerprint=classifier.fingerprint, data_name=dataset.spec,
-        data_fingerprint=dataset.fingerprint, on_progress=on_progress)
+        data_fingerprint=dataset.fingerprint, on_progress=on_progress, context=context)
     report.backend = classifier.backend
     report.execution_providers = classifier.execution_providers
     report.notes = list(dict.fromkeys(classifier.notes + report.notes))

@@ -27,11 +27,13 @@ from ..io.destinations import check_destination
 from ..io.provenance import package_versions, utc_now
 from ..io.runs import DEFAULT_RUNS_DIR, Run
 from ..runtime.classifier import Classifier
+from ..runtime.coordination import main_decides
+from ..runtime.distributed import DistributedContext
 from ..runtime.onnx_import.contract import InputContract
 from ..settings import FlatSettings
 from .api import load_model_and_data
 from .config import AttackOptions, EvalConfig, Runtime, Sampling, Threats
-from .engine import attack_samples, clean_predictions
+from .engine import SINGLE, AttackedSamples, attack_samples, clean_predictions
 from .victims import Prepared, prepare
 
 
@@ -151,6 +153,7 @@ def craft(
     dataset: Optional[Dataset] = None,
     runs_dir: Path | str = DEFAULT_RUNS_DIR,
     on_progress: Optional[Callable[[str, int, int], None]] = None,
+    context: DistributedContext = SINGLE,
     **overrides: Any,
 ) -> CraftResult:
     """Attack a model on a dataset split; save originals, adversarials, labels and predictions
@@ -162,7 +165,8 @@ def craft(
     Output defaults to ``<run>/attacks/<attack>-eps<eps>-<split>.npz`` (``-l2`` after the attack
     name under the L2 norm, ``-to-<target>`` after the radius when targeted) with a 4x4 PNG grid
     beside it; for a file, ``attacks/<file stem>-...`` beside the file; a module needs `out`. An
-    existing output file is never overwritten.
+    existing output file is never overwritten. Under torchrun every process passes its `context`:
+    they share the samples, and rank 0 writes the files.
     """
     module = overrides.pop("model") if isinstance(overrides.get("model"), torch.nn.Module) else None
     dataset = overrides.pop("data") if isinstance(overrides.get("data"), Dataset) else dataset
@@ -182,7 +186,7 @@ def craft(
         raise AdvcliError(f"`target` {attack.target}: the model has classes 0 to {len(classes) - 1}", param="target")
     out, grid = _destinations(config, classifier, attack)
     victim, x, y = prepared.victim, prepared.x, y_all[picks]
-    clean_pred = clean_predictions(victim, x, batch_size=config.runtime.batch_size)
+    clean_pred = clean_predictions(victim, x, batch_size=config.runtime.batch_size, context=context)
     rows = torch.arange(len(x))
 
     def advance(done: int) -> None:
@@ -192,23 +196,15 @@ def craft(
         on_progress(attack.name, 0, len(rows))
     outcome = attack_samples(victim, x, y, attack, rows=rows, num_classes=len(classes),
                              batch_size=config.runtime.batch_size, seed=config.sampling.seed,
-                             on_progress=advance if on_progress is not None else None, keep_adversarials=True)
-    x_adv, adv_pred = outcome.adversarials, outcome.predictions
+                             on_progress=advance if on_progress is not None else None, keep_adversarials=True,
+                             context=context)
+    adv_pred = outcome.predictions
     meta = _metadata(config, classifier, dataset, attack, prepared, classes)
-    arrays = {
-        "originals": x.numpy(), "adversarials": x_adv.numpy(), "labels": y.numpy(),
-        "clean_predictions": clean_pred.numpy(), "adversarial_predictions": adv_pred.numpy(),
-        "indices": picks.numpy(), "meta": np.array(json.dumps(meta)),
-    }
     hit_rate, untargetable = None, 0
     if attack.target is not None:
-        arrays["targets"] = outcome.targets.numpy()
         hit_rate, untargetable = _target_figures(outcome.targets, y, adv_pred)
-    from ..io.plots import save_prediction_grid
-
-    with atomic_path(out, suffix=".npz") as staged, open(staged, "wb") as handle:
-        np.savez_compressed(handle, **arrays)  # renamed into place only once the grid is written too
-        save_prediction_grid(x_adv.numpy(), adv_pred.tolist(), y.tolist(), classes, grid, seed=config.sampling.seed)
+    main_decides(lambda: _save_outputs(out, grid, meta, x, y, picks, clean_pred, outcome, classes,
+                                       config.sampling.seed), context)
     return CraftResult(
         path=out, grid=grid, run=str(classifier.path), samples=len(x), notes=meta["notes"],
         warnings=prepared.warnings, white_box=prepared.white_box,
@@ -216,3 +212,23 @@ def craft(
         adversarial_accuracy=float((adv_pred == y).float().mean()), attack=attack.to_dict(),
         target_hit_rate=hit_rate, untargetable=untargetable, precision=victim.precision,
     )
+
+
+def _save_outputs(out: Path, grid: Path, meta: dict[str, Any], x: torch.Tensor, y: torch.Tensor, picks: torch.Tensor,
+                  clean_pred: torch.Tensor, outcome: AttackedSamples, classes: list[str], seed: int) -> None:
+    """The .npz of originals, adversarials, labels and predictions (targets when targeted) and its
+    grid, renamed into place together (rank 0 holds the gathered adversarial examples)."""
+    from ..io.plots import save_prediction_grid
+
+    assert outcome.adversarials is not None
+    x_adv, adv_pred = outcome.adversarials, outcome.predictions
+    arrays = {
+        "originals": x.numpy(), "adversarials": x_adv.numpy(), "labels": y.numpy(),
+        "clean_predictions": clean_pred.numpy(), "adversarial_predictions": adv_pred.numpy(),
+        "indices": picks.numpy(), "meta": np.array(json.dumps(meta)),
+    }
+    if meta["attack"].get("target") is not None:
+        arrays["targets"] = outcome.targets.numpy()
+    with atomic_path(out, suffix=".npz") as staged, open(staged, "wb") as handle:
+        np.savez_compressed(handle, **arrays)  # renamed into place only once the grid is written too
+        save_prediction_grid(x_adv.numpy(), adv_pred.tolist(), y.tolist(), classes, grid, seed=seed)

@@ -6,6 +6,12 @@ Only clean-correct samples are attacked (a clean error is non-robust, and is lef
 radii are evaluated in increasing order, each attack only on the samples it has not fooled at a
 smaller one: an adversarial example inside a small ball is inside every larger one, so this is exact
 and the curve never rises.
+
+Under torchrun (a `context` of several processes) each attack's work list is split by stride over
+the processes; each attacks, re-checks and re-classifies its share, and the per-sample outcomes are
+gathered back in single-process order on every rank, so that everything computed from them (the
+next radius's work list, figures, the report) is the same on every rank and the same as one process
+would compute. Random draws come from a generator per rank (one process keeps the plain `seed`).
 """
 
 from __future__ import annotations
@@ -19,9 +25,13 @@ import torch
 from ..attacks.config import AttackConfig
 from ..attacks.sequence import run_sequence
 from ..errors import AdvcliError, AttackError
+from ..runtime.distributed import DistributedContext, gather_samples, max_over_ranks, sum_over_ranks
 from ..runtime.execution import by_chunks, predict
+from ..runtime.sharding import rank_seed, shard_indices
 from ..runtime.victim import QueryCounter, Victim
 from .report import AttackResult
+
+SINGLE = DistributedContext()
 
 Progress = Callable[[str, int, int], None]
 
@@ -39,20 +49,33 @@ class AttackedSamples:
 
 
 @torch.no_grad()
-def clean_predictions(victim: Victim, x: torch.Tensor, *, batch_size: int) -> torch.Tensor:
-    """The judge's labels for `x`, in batches, written into one tensor sized once. Outputs that are
-    NaN or infinite are refused: no label follows from them, and an accuracy counted over them would
-    not be a measurement."""
-    predictions = torch.empty(len(x), dtype=torch.long)
+def clean_predictions(victim: Victim, x: torch.Tensor, *, batch_size: int,
+                      context: DistributedContext = SINGLE) -> torch.Tensor:
+    """The judge's labels for `x`, in batches, written into one tensor sized once (each rank
+    predicting its strided share, every rank getting all of them). Outputs that are NaN or infinite
+    are refused: no label follows from them, and an accuracy counted over them would not be a
+    measurement."""
+    rows = shard_indices(len(x), context, device=torch.device("cpu"))
+    mine = x if not context.distributed else x[rows]
+    predictions = torch.empty(len(mine), dtype=torch.long)
     non_finite = 0
-    for start in range(0, len(x), batch_size):
-        logits = by_chunks(victim.judge, x[start:start + batch_size].to(victim.device, non_blocking=True))
+    for start in range(0, len(mine), batch_size):
+        logits = by_chunks(victim.judge, mine[start:start + batch_size].to(victim.device, non_blocking=True))
         non_finite += int((~torch.isfinite(logits).all(1)).sum())
         predictions[start:start + batch_size] = logits.argmax(1).cpu()
-    if non_finite:
-        raise AdvcliError(f"the model's outputs are NaN or infinite on {non_finite} of {len(x)} clean samples: "
+    if sum_over_ranks(non_finite, context):
+        raise AdvcliError(f"the model's outputs are NaN or infinite on some of the {len(x)} clean samples: "
                           "no prediction follows from them, so no accuracy is reported")
-    return predictions
+    return _gathered(predictions, context)
+
+
+def _gathered(shard: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Every rank's per-sample results in single-process order, on every rank (on the CPU)."""
+    if not context.distributed:
+        return shard
+    whole = gather_samples(shard, context, to_all=True)
+    assert whole is not None
+    return whole.cpu()
 
 
 def member_calls(member: AttackConfig) -> int:
@@ -102,11 +125,16 @@ def attack_samples(
     seed: int,
     on_progress: Optional[Callable[[int], None]] = None,
     keep_adversarials: bool = False,
+    context: DistributedContext = SINGLE,
 ) -> AttackedSamples:
     """Attack the samples ``x[rows]`` in batches (a composite as its sequence of members): white-box
     members craft on the victim's crafter, black-box members query its judge, and the judge decides
     and re-classifies. Rows are gathered one batch at a time (no copy of the whole selection).
-    `on_progress(done)` follows the samples done, within a batch as the attack's model calls go."""
+    `on_progress(done)` follows the samples done, within a batch as the attack's model calls go.
+
+    With a `context` of several processes each rank attacks its strided share of `rows` and the
+    outcomes are gathered on every rank (the adversarial examples on rank 0 only; None elsewhere),
+    the largest perturbation and the queries over all ranks; `on_progress` counts as if for all rows."""
     members = attack.members(num_classes)
     if victim.outputs_only and not all(member.black_box for member in members):
         raise AdvcliError(f"{attack.name} needs gradients, but the model gives outputs only; name a source "
@@ -120,7 +148,8 @@ def attack_samples(
     def accept(candidate: torch.Tensor, clean: torch.Tensor, member: AttackConfig) -> torch.Tensor:
         return victim.accept(candidate, clean, member.eps, member.norm)  # type: ignore[misc]
 
-    generator = torch.Generator(device=victim.device).manual_seed(seed)
+    generator = torch.Generator(device=victim.device).manual_seed(rank_seed(seed, context))
+    everyone, rows = len(rows), (rows if not context.distributed else rows[context.rank::context.world_size])
     count = len(rows)
     # Results go straight into tensors sized once: nothing small is kept per batch, which would pin
     # the allocator's heap between the batches' large temporaries and grow memory with the data.
@@ -129,7 +158,9 @@ def attack_samples(
     targets = torch.full((count,), -1, dtype=torch.long)
     adversarials = x.new_empty((count, *x.shape[1:]), device="cpu") if keep_adversarials else None
     largest, calls = 0.0, sum(member_calls(member) for member in members)
-    meter = _Meter([victim.crafter, victim.judge], on_progress) if on_progress is not None else None
+    report = on_progress if on_progress is None or not context.distributed else (
+        lambda done: on_progress(done * everyone // max(count, 1)))  # type: ignore[misc]
+    meter = _Meter([victim.crafter, victim.judge], report) if report is not None else None
     try:
         for start in range(0, count, batch_size):
             chosen = rows[start:start + batch_size]
@@ -153,8 +184,14 @@ def attack_samples(
     finally:
         if meter is not None:
             meter.close()
-    return AttackedSamples(fooled_by=fooled_by, predictions=predictions, targets=targets, largest=largest,
-                           queries=counter.count, adversarials=adversarials)
+    if not context.distributed:
+        return AttackedSamples(fooled_by=fooled_by, predictions=predictions, targets=targets, largest=largest,
+                               queries=counter.count, adversarials=adversarials)
+    return AttackedSamples(
+        fooled_by=_gathered(fooled_by, context), predictions=_gathered(predictions, context),
+        targets=_gathered(targets, context), largest=max_over_ranks(largest, context),
+        queries=sum_over_ranks(counter.count, context),
+        adversarials=None if adversarials is None else gather_samples(adversarials, context))
 
 
 def _check_bookkeeping(attack: AttackConfig, predicted: torch.Tensor, y: torch.Tensor, fooled_by: torch.Tensor) -> None:
@@ -193,9 +230,10 @@ def attack_over_radii(
     batch_size: int,
     seed: int,
     on_progress: Optional[Progress] = None,
+    context: DistributedContext = SINGLE,
 ) -> list[RadiusOutcome]:
     """One attack at increasing radii (`attacks`, one per radius), each time only on the clean-correct
-    samples it has not fooled yet."""
+    samples it has not fooled yet (shared by the processes of `context`)."""
     broken_by = torch.full((len(x),), -1, dtype=torch.long)
     outcomes = []
     for attack in attacks:
@@ -211,7 +249,8 @@ def attack_over_radii(
         if on_progress is not None:
             on_progress(stage, 0, len(todo))
         outcome = attack_samples(victim, x, y, attack, rows=todo, num_classes=num_classes, batch_size=batch_size,
-                                 seed=seed, on_progress=advance if on_progress is not None else None)
+                                 seed=seed, on_progress=advance if on_progress is not None else None,
+                                 context=context)
         fooled = outcome.fooled_by >= 0
         broken_by[todo[fooled]] = outcome.fooled_by[fooled]
         robust = clean & (broken_by == -1)

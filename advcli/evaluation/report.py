@@ -113,6 +113,8 @@ class EvalReport:
     notes: list[str] = field(default_factory=list)  # e.g. a device fallback
     transfer_fingerprint: Optional[str] = None  # weights that crafted transfer attacks
     precision: str = "fp32"  # what white-box attack gradients ran in; fp32 when no torch model crafts
+    world_size: int = 1  # processes that shared the evaluation (torchrun)
+    distributed_backend: Optional[str] = None  # their process group's backend (None: one process)
     white_box: Optional[dict[str, Any]] = None  # what crafted the white-box attacks, and why (victims.prepare)
     warnings: list[str] = field(default_factory=list)  # signs that the input contract misdescribes the model
 
@@ -132,6 +134,8 @@ class EvalReport:
             "device": self.device,
             "precision": self.precision,
             "backend": self.backend,
+            "world_size": self.world_size,
+            "distributed_backend": self.distributed_backend,
             "execution_providers": self.execution_providers,
             "notes": self.notes,
             "transfer_from_fingerprint": self.transfer_fingerprint,

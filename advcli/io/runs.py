@@ -51,9 +51,9 @@ class Run:
         return self.meta["data"]["spec"]
 
 
-def default_run_name(kind: str) -> str:
-    """A sortable, readable default name such as ``20261126-101502-robust``."""
-    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{kind}"
+def default_run_name(kind: str, when: Optional[datetime] = None) -> str:
+    """A sortable, readable default name such as ``20261126-101502-robust`` (for `when`, default now)."""
+    return f"{(when or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{kind}"
 
 
 def check_run_dir_free(path: Path, *, param: str = "out") -> None:

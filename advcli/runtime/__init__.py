@@ -1,7 +1,8 @@
 """Where and how models run: devices, precision, frozen crafting copies, the model under attack
 (:class:`Victim`), the backends that load a model for evaluation (torch runs, ONNX files, trusted
-TorchScript and torch.export programs), users' own modules behind their input contract, and the
-ONNX-to-torch conversion that lets any ONNX file be attacked white-box (:mod:`.onnx_import`)."""
+TorchScript and torch.export programs), users' own modules behind their input contract, the
+ONNX-to-torch conversion that lets any ONNX file be attacked white-box (:mod:`.onnx_import`), and
+running on several processes under torchrun (process group, collectives, sharding)."""
 
 from .._lazy import lazy_exports
 
@@ -30,6 +31,24 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "LoadRequest": ".backends",
     "load_classifier": ".loading",
     "detect_backend": ".loading",
+    "DistributedContext": ".distributed",
+    "DistributedError": ".distributed",
+    "init_from_environment": ".distributed",
+    "distributed_session": ".distributed",
+    "shutdown": ".distributed",
+    "agree": ".distributed",
+    "barrier": ".distributed",
+    "sum_over_ranks": ".distributed",
+    "mean_over_ranks": ".distributed",
+    "broadcast_buffers": ".distributed",
+    "exchanging": ".distributed",
+    "gather_samples": ".distributed",
+    "wrap_model": ".distributed",
+    "unwrap_model": ".distributed",
+    "shard_indices": ".sharding",
+    "shard_batch": ".sharding",
+    "sample_uniform": ".sharding",
+    "sample_normal": ".sharding",
     "module_classifier": ".user_module",
 })
 
@@ -37,4 +56,7 @@ __all__ = ["DEVICES", "resolve_device", "auto_fallback_note", "cuda_unavailable_
            "PRECISIONS", "resolve_precision", "cpu_has_native_bf16", "Autocast", "crafting_model", "deciding_model",
            "reference_model", "set_channels_last", "attack_mode", "predict", "by_chunks", "Classifier",
            "OutputsOnly", "torch_logits", "Victim", "BACKENDS", "LoadRequest", "load_classifier", "detect_backend",
-           "module_classifier"]
+           "module_classifier",
+           "DistributedContext", "DistributedError", "init_from_environment", "distributed_session", "shutdown",
+           "agree", "barrier", "sum_over_ranks", "mean_over_ranks", "broadcast_buffers", "exchanging", "gather_samples",
+           "wrap_model", "unwrap_model", "shard_indices", "shard_batch", "sample_uniform", "sample_normal"]

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..data.dataset import Dataset
 from ..data.spec import load_dataset, resolve_data_spec
-from ..errors import OutputError
+from ..errors import AdvcliError, OutputError
 from ..io.layout import DEFAULT_RUNS_DIR, LOSS_PLOT_FILE
 from ..io.provenance import package_versions, utc_now
-from ..io.resume import resume_files
+from ..io.resume import ResumeState, resume_files
 from ..io.runs import check_run_dir_free, default_run_name, save_run
+from ..runtime.coordination import main_decides
+from ..runtime.distributed import DistributedContext, from_main
+from ..runtime.restarts import allowed_restarts
 from .checkpoint import check_resume_fits, load_resume
 from .config import TrainConfig
+from .continuation import (
+    check_continues,
+    checkpoint_path,
+    drop_checkpoints,
+    epoch_writer,
+    latest_checkpoint,
+    resumed_from,
+)
 from .loop import train_model
 from .monitor import TrainProgress, TrainResult
 
@@ -57,18 +70,20 @@ def run_metadata(result: TrainResult) -> dict[str, Any]:
         meta["guard"] = result.guard
     if result.resumed_from is not None:
         meta["resumed_from"] = result.resumed_from
+    if result.distributed is not None:
+        meta["distributed"] = result.distributed
     return meta
 
 
-def save_training(result: TrainResult, path: Path) -> Path:
-    """Save a trained model as a run folder (weights, model.json, history.csv, loss.png and,
-    for an interrupted run, its resume state)."""
+def save_training(result: TrainResult, path: Path, *, plot: bool = True) -> Path:
+    """Save a trained model as a run folder (weights, model.json, history.csv, loss.png unless not
+    `plot` and, for an interrupted run, its resume state)."""
     from ..io.plots import save_loss_curve
 
     title = f"Training loss ({result.config.method}, {result.config.arch}, {result.dataset.name})"
     meta = run_metadata(result)
     writers: list[Callable[[Path], None]] = [
-        lambda folder: save_loss_curve(result.history, folder / LOSS_PLOT_FILE, title=title)]
+        lambda folder: save_loss_curve(result.history, folder / LOSS_PLOT_FILE, title=title)] if plot else []
     if result.resume_state is not None:
         files, meta["resume"] = resume_files(result.resume_state)
 
@@ -109,6 +124,8 @@ def train(
     dataset: Optional[Dataset] = None,
     on_progress: Optional[Callable[[TrainProgress], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    context: Optional[DistributedContext] = None,
+    epoch_checkpoints: Optional[bool] = None,
     **overrides: Any,
 ) -> tuple[Path, TrainResult]:
     """Train and save a run folder; returns its path and the result.
@@ -117,15 +134,64 @@ def train(
     ``advcli.train(method="fgsm-rs", eps=0.1)`` does FGSM adversarial training;
     ``advcli.train(arch="mnist-small")`` another architecture. Settings are the flat names of
     :class:`TrainConfig` (``model=`` is the deprecated name of ``arch=``).
+
+    Under torchrun pass each process's `context`: rank 0 saves the run folder, every rank returns
+    once it is saved. With `epoch_checkpoints` (default: on several processes, or when torchrun may
+    restart the job) the last epoch's state is kept in ``<out>.checkpoints/``, and a run whose
+    folder is not there yet continues from it (:mod:`advcli.training.continuation`); a run stopped
+    early then leaves its state there too, and the path returned is that checkpoint's.
     """
     config = (config or TrainConfig()).with_flat(**renamed_settings(overrides))
     config.validate()
     config = config.with_flat(data=resolve_data_spec(config.data))  # found again from any folder
+    context = context or DistributedContext()
     kind = "standard" if config.method == "none" else "robust"
-    path = Path(out) if out is not None else Path(runs_dir) / default_run_name(kind)
-    check_run_dir_free(path, param="out" if out is not None else "runs_dir")
-    result = train_model(config, dataset=dataset, on_progress=on_progress, should_stop=should_stop)
-    return save_training(result, path), result
+    path = _run_path(out, runs_dir, kind, context)
+    return _train_into(path, config, None, dataset, on_progress, should_stop, context, epoch_checkpoints,
+                       param="out" if out is not None else "runs_dir")
+
+
+def _run_path(out: Optional[Path | str], runs_dir: Path | str, kind: str, context: DistributedContext) -> Path:
+    """`out`, or a new name under `runs_dir` that every rank agrees on (rank 0's clock)."""
+    if out is not None:
+        return Path(out)
+    if allowed_restarts() > 0:
+        raise AdvcliError("a job torchrun may restart (--max-restarts) needs `out`: a restarted attempt continues "
+                          "from <out>.checkpoints/", param="out")
+    return Path(runs_dir) / default_run_name(kind, datetime.fromtimestamp(from_main(int(time.time()), context)))
+
+
+def _train_into(
+    path: Path, config: TrainConfig, resume: Optional[tuple[ResumeState, dict[str, Any]]],
+    dataset: Optional[Dataset], on_progress: Optional[Callable[[TrainProgress], None]],
+    should_stop: Optional[Callable[[], bool]], context: DistributedContext, epoch_checkpoints: Optional[bool],
+    param: str = "out",
+) -> tuple[Path, TrainResult]:
+    """Train (from `resume`, or from the newest epoch checkpoint of `path` when there is one) and
+    save into `path` on rank 0."""
+    main_decides(lambda: check_run_dir_free(path, param=param), context)
+    state, origin = resume if resume is not None else (None, None)
+    iteration = from_main(latest_checkpoint(path), context)  # rank 0 picks; every rank reads that one
+    if iteration:
+        checkpoint = checkpoint_path(path, iteration)
+        saved, state, meta = load_resume(checkpoint)
+        check_continues(config, saved, checkpoint)
+        config, origin = saved, resumed_from(checkpoint, meta, iteration)
+    keep = epoch_checkpoints if epoch_checkpoints is not None else context.distributed or allowed_restarts() > 0
+    writer = epoch_writer(path, lambda snapshot, target: save_training(snapshot, target, plot=False)) if keep else None
+    result = train_model(config, dataset=dataset, on_progress=on_progress, should_stop=should_stop, resume_from=state,
+                         context=context, on_epoch_end=writer)
+    result.resumed_from = origin
+    if result.interrupted and writer is not None:  # kept where the same command started again finds it
+        main_decides(lambda: writer(result), context)
+        return checkpoint_path(path, result.metrics["iterations"]), result
+
+    def save() -> None:
+        save_training(result, path)
+        drop_checkpoints(path)
+
+    main_decides(save, context)
+    return path, result
 
 
 def robust_train(config: Optional[TrainConfig] = None, **kwargs: Any) -> tuple[Path, TrainResult]:
@@ -149,16 +215,17 @@ def resume_training(
     dataset: Optional[Dataset] = None,
     on_progress: Optional[Callable[[TrainProgress], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    context: Optional[DistributedContext] = None,
+    epoch_checkpoints: Optional[bool] = None,
 ) -> tuple[Path, TrainResult]:
     """Continue an interrupted run into a new run folder (default ``<run>-resumed``); the
-    interrupted run is left as it is. The result equals that of an uninterrupted run."""
+    interrupted run is left as it is. The result equals that of an uninterrupted run (on another
+    number of processes too, for a run whose draws are keyed: every run on several processes)."""
     config, state, meta = load_resume(run)
     path = Path(out) if out is not None else resumed_run_path(run)
-    check_run_dir_free(path)
     dataset = dataset if dataset is not None else load_dataset(config.data)
     check_resume_fits(state, config, dataset)
-    result = train_model(config, dataset=dataset, on_progress=on_progress, should_stop=should_stop,
-                         resume_from=state)
-    result.resumed_from = {"run": str(Path(run).absolute()), "iteration": state.info["step"],
-                           "weights_sha256": meta["weights"]["sha256"]}
-    return save_training(result, path), result
+    origin = {"run": str(Path(run).absolute()), "iteration": state.info["step"],
+              "weights_sha256": meta["weights"]["sha256"]}
+    return _train_into(path, config, (state, origin), dataset, on_progress, should_stop,
+                       context or DistributedContext(), epoch_checkpoints)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import AdvcliError
 from ..models.architectures import DEFAULT_MODEL, MODELS
@@ -15,6 +15,9 @@ from ..threat import INITS
 from .collapse import ON_COLLAPSE
 from .methods import METHODS, TrainingMethodSpec
 from .optimizers import LR_SCHEDULES, OPTIMIZERS
+
+if TYPE_CHECKING:
+    from .noise import NoiseKeys
 
 # Share of the training split held out for the guard when `val_split` is not given.
 DEFAULT_ROBUST_VAL_SPLIT = 0.1
@@ -84,7 +87,8 @@ class GuardSettings:
 @dataclass(frozen=True)
 class StepSettings:
     """What one training step needs to know: this update's (possibly ramped) eps and step, the attack's
-    steps and start, clipping, TRADES' beta and the mini-batch size."""
+    steps and start, clipping, TRADES' beta and the mini-batch size (this process's share of it when
+    several share a batch). With `keys`, random draws are keyed per sample (:mod:`.noise`)."""
 
     eps: float
     alpha: float
@@ -93,6 +97,7 @@ class StepSettings:
     clip: bool
     beta: float
     batch_size: int
+    keys: Optional["NoiseKeys"] = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,8 @@ class TrainConfig(FlatSettings):
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # a run records what it resolved to (fp32 or bf16)
+    keyed_noise: bool = False  # random draws keyed per sample, as on several processes (always on there)
+    sync_bn: bool = False  # BatchNorm statistics over the global batch on several GPUs
 
     @property
     def method_spec(self) -> TrainingMethodSpec:
@@ -192,6 +199,9 @@ class TrainConfig(FlatSettings):
         PRECISIONS.check(self.precision)
         check_seed(self.seed)
         _first_failure([
+            (isinstance(self.keyed_noise, bool), f"`keyed_noise` must be true or false, got {self.keyed_noise!r}",
+             "keyed_noise"),
+            (isinstance(self.sync_bn, bool), f"`sync_bn` must be true or false, got {self.sync_bn!r}", "sync_bn"),
             (_is_count(o.epochs, 1), f"`epochs` must be >= 1, got {o.epochs}", "epochs"),
             (_is_count(o.batch_size, 1), f"`batch_size` must be >= 1, got {o.batch_size}", "batch_size"),
             (_is_number(o.lr) and o.lr > 0, f"`lr` (learning rate) must be > 0, got {o.lr}", "lr"),
@@ -236,10 +246,11 @@ class TrainConfig(FlatSettings):
 
 def saved_config(saved: Any) -> Any:
     """A saved config as this version reads it: runs saved before precision was a setting ran in fp32,
-    and runs saved before the vocabulary was unified named the architecture ``model``."""
+    before keyed noise and SyncBatchNorm were settings without them, and runs saved before the
+    vocabulary was unified named the architecture ``model``."""
     if not isinstance(saved, dict):
         return saved
-    saved = {"precision": "fp32", **saved}
+    saved = {"precision": "fp32", "keyed_noise": False, "sync_bn": False, **saved}
     if "model" in saved and "arch" not in saved:
         saved["arch"] = saved.pop("model")
     return saved

@@ -16,10 +16,16 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..attacks.core import perturb
 from ..attacks.methods.pgd import pgd
 from ..errors import AdvcliError
 from ..runtime.execution import attack_mode, predict
+from ..runtime.sharding import sample_uniform
+from ..threat import ThreatModel
 from .collapse import ON_COLLAPSE
+
+# Keeps the validation's keyed random starts apart from those of the training steps.
+VALIDATION_STREAM = 2
 
 
 @dataclass(frozen=True)
@@ -65,12 +71,15 @@ def pgd_validation(
     seed: int,
     batch_size: int = 500,
     crafter: Optional[nn.Module] = None,
+    indices: Optional[torch.Tensor] = None,
 ) -> ValidationResult:
     """Clean and PGD-`iters` accuracy (alpha 2.5·eps/iters, random start) of `model`.
 
     The random starts are drawn from a generator seeded afresh on every call, so successive
-    validations of one run are comparable and leave no random state behind. PGD runs on `crafter`
-    when given (a reduced-precision wrapper of `model`); `model` classifies.
+    validations of one run are comparable and leave no random state behind; with `indices` (the
+    samples' positions in the validation slice) each start is keyed by (seed, position) instead,
+    the same on any number of processes. PGD runs on `crafter` when given (a reduced-precision
+    wrapper of `model`); `model` classifies.
     """
     generator = torch.Generator(device=x.device).manual_seed(seed)
     clean_correct = robust_correct = 0
@@ -78,13 +87,29 @@ def pgd_validation(
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             clean = predict(model, xb) == yb
-            x_adv = pgd(model if crafter is None else crafter, xb, yb, eps=eps, iters=iters, init="random", clip=clip,
-                        generator=generator)
+            attacker = model if crafter is None else crafter
+            if indices is None:
+                x_adv = pgd(attacker, xb, yb, eps=eps, iters=iters, init="random", clip=clip, generator=generator)
+            else:
+                x_adv = _keyed_pgd(attacker, xb, yb, indices[start:start + batch_size], eps=eps, iters=iters,
+                                   clip=clip, seed=seed)
             robust = clean & (predict(model, x_adv) == yb)
             clean_correct += int(clean.sum())
             robust_correct += int(robust.sum())
     count = max(1, len(x))
     return ValidationResult(clean_correct / count, robust_correct / count)
+
+
+def _keyed_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, *, eps: float, iters: int,
+               clip: bool, seed: int) -> torch.Tensor:
+    """:func:`pgd` (early stop, one start) from random starts keyed by the samples' `indices`."""
+    if eps == 0 or len(x) == 0:
+        return x.detach().clone()
+    noise = sample_uniform(indices, x.shape[1:], seed=seed, step=0, stream=VALIDATION_STREAM, dtype=x.dtype,
+                           device=x.device)
+    start = x + eps * (2 * noise - 1)
+    return perturb(model, x, y, ThreatModel(eps, "linf", clip), alpha=2.5 * eps / iters, iters=iters, init="random",
+                   early_stop=True, start=start.clamp(0, 1) if clip else start)
 
 
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:

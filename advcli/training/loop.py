@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import torch
@@ -28,41 +28,49 @@ from ..errors import AdvcliError
 from ..io.resume import ResumeState
 from ..models.build import build_model
 from ..runtime.autocast import Autocast, autocast, set_channels_last
+from ..runtime.coordination import main_decides
 from ..runtime.device import resolve_device
+from ..runtime.distributed import DistributedContext, agree, broadcast_buffers, exchanging
 from ..runtime.precision import is_reduced, resolve_precision
 from .checkpoint import Generators, capture, restore
 from .config import TrainConfig
 from .guard import CollapseGuard, ValidationResult, pgd_validation, split_validation
 from .methods import TrainingMethodSpec
 from .monitor import TrainProgress, TrainResult, at_chance, chance_warning, collapse_warning
+from .noise import NoiseKeys
 from .optimizers import LR_SCHEDULES, OPTIMIZERS
+from .parallel import (
+    check_batches_split,
+    check_sync_bn,
+    correct_predictions,
+    gathered_carry,
+    local_batch,
+    plain_batch_norm,
+    sharded_accuracy,
+    sharded_validation,
+    split_carry,
+    step_figures,
+    training_module,
+)
 
 # validator(model, x_val, y_val, config) -> clean and robust validation accuracy
 Validator = Callable[[nn.Module, torch.Tensor, torch.Tensor, TrainConfig], ValidationResult]
 
 
-def robust_validation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> ValidationResult:
+def robust_validation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
+                      indices: Optional[torch.Tensor] = None) -> ValidationResult:
     """The guard's measure: PGD-`val_iters` accuracy at the full eps (eps 0: clean accuracy), the
-    attack crafted in the run's precision, every sample classified in float32."""
+    attack crafted in the run's precision, every sample classified in float32. With `indices`
+    (positions in the validation slice), random starts are keyed per sample."""
     precision = resolve_precision(config.precision, x.device, training=True)
     crafter = Autocast(model, precision, x.device.type) if is_reduced(precision) else None
     return pgd_validation(model, x, y, eps=config.adversary.eps, iters=config.guard.val_iters,
-                          clip=config.adversary.clip, seed=config.seed + 3, crafter=crafter)
+                          clip=config.adversary.clip, seed=config.seed + 3, crafter=crafter, indices=indices)
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> float:
     """Clean accuracy of `model` (in eval mode) on `x`, `y`, computed in batches."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(device, non_blocking=True)
-        yb = y[start:start + batch_size].to(device, non_blocking=True)
-        correct += int((model(xb).argmax(1) == yb).sum())
-    model.train(was_training)
-    return correct / max(1, len(x))
+    return correct_predictions(model, x, y, batch_size=batch_size) / max(1, len(x))
 
 
 @dataclass
@@ -82,6 +90,9 @@ class _Session:
     y_val: torch.Tensor
     guard: Optional[CollapseGuard]
     channels_last: bool
+    context: DistributedContext = field(default_factory=DistributedContext)
+    trained: Optional[nn.Module] = None  # what the steps get: the model, or its DDP wrapper
+    keyed_from: Optional[int] = None  # iteration from which a resumed run's draws became keyed
     step: int = 0
     order: Optional[torch.Tensor] = None
     carry: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -98,14 +109,21 @@ class _Session:
         return self.steps_per_epoch * self.config.passes
 
     @property
+    def keyed(self) -> bool:
+        return self.config.keyed_noise
+
+    @property
     def ramp_steps(self) -> int:
         return self.config.adversary.eps_ramp * (self.steps_per_epoch // self.config.batch_replays)
 
 
-def _start(config: TrainConfig, dataset: Optional[Dataset], resume_from: Optional[ResumeState]) -> _Session:
-    """Build the model, optimizer, generators and data split of a run (restored from `resume_from`)."""
-    device = resolve_device(config.device)
+def _start(config: TrainConfig, dataset: Optional[Dataset], resume_from: Optional[ResumeState],
+           context: DistributedContext) -> _Session:
+    """Build the model, optimizer, generators and data split of a run (restored from `resume_from`);
+    on several processes, the DDP wrapper the steps train through and keyed draws."""
+    device = context.device if context.distributed else resolve_device(config.device)
     config = config.with_flat(precision=resolve_precision(config.precision, device, training=True))
+    check_sync_bn(config.sync_bn, device)
     dataset = dataset if dataset is not None else load_dataset(config.data)
     torch.manual_seed(config.seed)
     model = build_model(config.arch, dataset.input_shape, dataset.num_classes).to(device)
@@ -114,6 +132,7 @@ def _start(config: TrainConfig, dataset: Optional[Dataset], resume_from: Optiona
     generators = Generators(torch.Generator().manual_seed(config.seed),
                             torch.Generator(device=device).manual_seed(config.seed + 1))
     split = split_validation(len(dataset.x_train), config.validation_fraction, config.seed + 2)
+    check_batches_split(len(split.train), config.optimization.batch_size, context)
     x_val, y_val = dataset.x_train[split.val].to(device), dataset.y_train[split.val].to(device)
     guard_settings = config.guard
     session = _Session(
@@ -121,11 +140,16 @@ def _start(config: TrainConfig, dataset: Optional[Dataset], resume_from: Optiona
         generators=generators, x_train=dataset.x_train[split.train].to(device),
         y_train=dataset.y_train[split.train].to(device), x_val=x_val, y_val=y_val,
         guard=CollapseGuard(guard_settings.collapse_drop, guard_settings.on_collapse) if len(x_val) else None,
-        channels_last=channels_last,
+        channels_last=channels_last, context=context,
     )
     if resume_from is not None:
-        session.step, session.order, session.carry, session.history, session.seconds_before = restore(
+        session.step, session.order, carry, session.history, session.seconds_before = restore(
             resume_from, config, dataset, model, optimizer, generators, session.guard, device)
+        session.carry = split_carry(carry, context)
+    if context.distributed and not config.keyed_noise:  # several processes always key their draws
+        session.config = config.with_flat(keyed_noise=True)
+        session.keyed_from = session.step or None
+    session.trained = training_module(model, context, config.sync_bn)
     return session
 
 
@@ -138,24 +162,36 @@ def _update(session: _Session) -> tuple[dict[str, Any], float, int, bool]:
     if within == 0 or session.order is None:
         session.order = torch.randperm(len(session.x_train), generator=session.generators.shuffle).to(session.device)
     batch = session.order[within // replays * batch_size:][:batch_size]
-    xb, yb = session.x_train[batch], session.y_train[batch]
     settings = config.step_settings(step, session.ramp_steps)
+    context, loss_weight = session.context, 1.0
+    if session.keyed:  # this process's share of the batch, its draws keyed by the samples' indices
+        share = local_batch(batch, batch_size, context)
+        batch, loss_weight = share.indices, share.loss_weight
+        settings = replace(settings, batch_size=share.rows, keys=NoiseKeys(batch, config.seed, step))
+    xb, yb = session.x_train[batch], session.y_train[batch]
     schedule = LR_SCHEDULES.get(config.optimization.lr_schedule)
     lr = config.optimization.lr * schedule((step + 1) / session.total) * (session.guard.lr_scale if session.guard else 1.0)
     for group in session.optimizer.param_groups:
         group["lr"] = lr
     with autocast(session.device, config.precision):
-        loss, logits = session.spec.step(session.model, xb, yb, settings, session.generators.attack, session.carry)
+        loss, logits = session.spec.step(session.trained, xb, yb, settings, session.generators.attack, session.carry)
     session.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if context.distributed:
+        exchanging(context, "averaging gradients", (loss * loss_weight).backward)
+    else:
+        loss.backward()
     session.optimizer.step()
     session.step += 1
-    loss_value = float(loss.detach())
+    if context.distributed:  # the global batch's figures, the same on every rank (a NaN included)
+        loss_value, batch_accuracy = step_figures(float(loss.detach()), int((logits.argmax(1) == yb).sum()), len(yb),
+                                                  context)
+    else:
+        loss_value, batch_accuracy = float(loss.detach()), float((logits.argmax(1) == yb).float().mean())
     if not math.isfinite(loss_value):
         raise AdvcliError(f"training diverged at iteration {session.step} (loss {loss_value}); lower `lr`", param="lr")
     row: dict[str, Any] = {
         "iteration": session.step, "epoch": epoch_index + 1, "loss": round(loss_value, 6),
-        "batch_accuracy": round(float((logits.argmax(1) == yb).float().mean()), 4),
+        "batch_accuracy": round(batch_accuracy, 4),
         "lr": round(lr, 10), "eps": round(settings.eps, 10),
     }
     session.history.append(row)
@@ -166,7 +202,8 @@ def _validate(session: _Session, validator: Validator, row: dict[str, Any], prog
               epoch_index: int, epoch_end: bool) -> bool:
     """Validate, let the guard decide, and check for a run stuck at chance; returns whether to stop."""
     assert session.guard is not None
-    result = validator(session.model, session.x_val, session.y_val, session.config)
+    result = sharded_validation(validator, session.model, session.x_val, session.y_val, session.config,
+                                session.context, session.keyed)
     row["val_accuracy"] = round(result.accuracy, 6)
     row["val_robust_accuracy"] = round(result.robust_accuracy, 6)
     progress.validation = result
@@ -188,6 +225,8 @@ def train_model(
     should_stop: Optional[Callable[[], bool]] = None,
     resume_from: Optional[ResumeState] = None,
     validator: Validator = robust_validation,
+    context: Optional[DistributedContext] = None,
+    on_epoch_end: Optional[Callable[[TrainResult], None]] = None,
 ) -> TrainResult:
     """Train a model as `config` says. `should_stop` is polled after every iteration; a run it
     interrupts returns the model so far with a resume state (`resume_from` continues one).
@@ -195,13 +234,22 @@ def train_model(
     With a validation split (adversarial methods: 10% of the training split by default), every
     epoch (and every `val_every` iterations) ends with `validator`; the guard keeps the weights with
     the best robust validation accuracy and reacts to a collapse as `on_collapse` says.
+
+    Under torchrun, pass every process's `context` (:func:`advcli.runtime.init_from_environment`):
+    the processes share each global batch, agree on every decision (guard, stop requests, a diverged
+    loss), and only rank 0 reports progress and gets the resume state. `on_epoch_end` (given on
+    every rank: the state is gathered from all of them) is called on rank 0 after every epoch but
+    the last with the run so far and its resume state, as an interrupted run.
     """
     config = config.resolved()
     config.validate()
-    session = _start(config, dataset, resume_from)
+    context = context or DistributedContext()
+    session = _start(config, dataset, resume_from, context)
     interrupted = stopped_by_guard = False
     started = time.perf_counter()
     session.model.train()
+    assert session.trained is not None
+    session.trained.train()
     val_every = session.config.guard.val_every
     while session.step < session.total:
         row, loss_value, epoch_index, epoch_end = _update(session)
@@ -211,36 +259,83 @@ def train_model(
             progress.epoch_loss = sum(r["loss"] for r in recent) / session.steps_per_epoch
         if session.guard is not None and (epoch_end or (val_every and session.step % val_every == 0)):
             stopped_by_guard = _validate(session, validator, row, progress, epoch_index, epoch_end)
-        if on_progress is not None:
+        if on_progress is not None and context.is_main:
             on_progress(progress)
         if stopped_by_guard:
             break
-        if should_stop is not None and should_stop():
+        if should_stop is not None and agree(should_stop(), context):
             interrupted = session.step < session.total
             break
+        if epoch_end and on_epoch_end is not None and session.step < session.total:
+            snapshot = _snapshot(session, session.seconds_before + time.perf_counter() - started)
+            main_decides(lambda: on_epoch_end(snapshot), context)
     return _finish(session, interrupted, stopped_by_guard, session.seconds_before + time.perf_counter() - started)
+
+
+def _resume_state(session: _Session, seconds: float) -> Optional[ResumeState]:
+    """The run's resume state as it stands (on rank 0; None on the other ranks)."""
+    broadcast_buffers(session.model, session.context)
+    carry = gathered_carry(session.carry, session.context)
+    if carry is None:
+        return None
+    return capture(session.config, session.dataset, session.model, session.optimizer, session.generators, session.guard,
+                   carry, session.order, session.step, session.total, session.history, seconds)
+
+
+def _snapshot(session: _Session, seconds: float) -> Optional[TrainResult]:
+    """The run so far as an interrupted run (rank 0; None on the others): the weights as they are,
+    the resume state, and only the metrics measured so far."""
+    state = _resume_state(session, seconds)
+    if state is None:
+        return None
+    guard = session.guard
+    guard_record = None if guard is None else _guard_summary(session.config, guard, len(session.x_val), "last", False)
+    metrics = {**_validation_metrics(guard), "epochs_completed": session.step // session.steps_per_epoch,
+               "iterations": session.step, "interrupted": True, "train_seconds": round(seconds, 2),
+               "device": str(session.device), "precision": session.config.precision}
+    return TrainResult(session.model, session.config, session.dataset, list(session.history), metrics, True,
+                       guard_record, state, distributed=_distributed_record(session))
+
+
+def _validation_metrics(guard: Optional[CollapseGuard]) -> dict[str, Any]:
+    return {"val_accuracy": None if guard is None else guard.best_accuracy,
+            "val_robust_accuracy": None if guard is None else guard.best_robust_accuracy}
+
+
+def _distributed_record(session: _Session) -> Optional[dict[str, Any]]:
+    """The ``distributed`` entry of model.json: how many processes trained, over what (None: one)."""
+    context = session.context
+    if not context.distributed and session.keyed_from is None:
+        return None
+    record: dict[str, Any] = {"world_size": context.world_size, "backend": context.backend,
+                              "global_batch_size": session.config.optimization.batch_size}
+    if session.keyed_from is not None:
+        record["keyed_noise_from_iteration"] = session.keyed_from
+    return record
 
 
 def _finish(session: _Session, interrupted: bool, stopped_by_guard: bool, seconds: float) -> TrainResult:
     """The kept model (the guard's best where it has one), its resume state when interrupted, and the
     run's metrics."""
-    model, guard, config = session.model, session.guard, session.config
+    model, guard, config, context = session.model, session.guard, session.config, session.context
+    if context.distributed and config.sync_bn:
+        plain_batch_norm(model)
     if session.channels_last:
         set_channels_last(model, False)
-    resume_state = None
-    if interrupted:
-        resume_state = capture(config, session.dataset, model, session.optimizer, session.generators, guard,
-                               session.carry, session.order, session.step, session.total, session.history, seconds)
+    broadcast_buffers(model, context)  # rank 0's BatchNorm statistics, for the test and the saved weights
+    resume_state = _resume_state(session, seconds) if interrupted else None
     kept = "last"
     if guard is not None and guard.best_model is not None and not guard.holds(model):
         model.load_state_dict(guard.best_model)
         kept = "best"
     model.eval()
     guard_record = None if guard is None else _guard_summary(config, guard, len(session.x_val), kept, stopped_by_guard)
+    x_test, y_test = session.dataset.x_test, session.dataset.y_test
+    test_accuracy = sharded_accuracy(model, x_test, y_test, context) if context.distributed else accuracy(
+        model, x_test, y_test)
     metrics = {
-        "clean_test_accuracy": round(accuracy(model, session.dataset.x_test, session.dataset.y_test), 6),
-        "val_accuracy": None if guard is None else guard.best_accuracy,
-        "val_robust_accuracy": None if guard is None else guard.best_robust_accuracy,
+        "clean_test_accuracy": round(test_accuracy, 6),
+        **_validation_metrics(guard),
         "final_loss": session.history[-1]["loss"] if session.history else None,
         "epochs_completed": session.step // session.steps_per_epoch,
         "iterations": session.step,
@@ -252,7 +347,8 @@ def _finish(session: _Session, interrupted: bool, stopped_by_guard: bool, second
         "device": str(session.device),
         "precision": config.precision,
     }
-    return TrainResult(model, config, session.dataset, session.history, metrics, interrupted, guard_record, resume_state)
+    return TrainResult(model, config, session.dataset, session.history, metrics, interrupted, guard_record, resume_state,
+                       distributed=_distributed_record(session))
 
 
 def _guard_summary(config: TrainConfig, guard: CollapseGuard, samples: int, kept: str, stopped: bool) -> dict[str, Any]:

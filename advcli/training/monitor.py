@@ -45,8 +45,9 @@ class TrainResult:
     metrics: dict[str, Any]
     interrupted: bool
     guard: Optional[dict[str, Any]] = None
-    resume_state: Optional[ResumeState] = None
+    resume_state: Optional[ResumeState] = None  # of an interrupted run (rank 0's, on several processes)
     resumed_from: Optional[dict[str, Any]] = None
+    distributed: Optional[dict[str, Any]] = None  # how several processes trained it (None: one process)
 
 
 # Clean validation accuracy at most this multiple of chance (1 / classes), from this epoch on,

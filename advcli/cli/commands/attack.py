@@ -40,6 +40,7 @@ from ..options import (
     TrustPickledOpt,
     contract_settings,
 )
+from ..processes import TimeoutOpt, joined
 from ..progress import progress_view
 from ..render import err, precision_note, print_json, say_notes, say_warnings, trust_warning
 from ..run_choice import announce_run
@@ -78,10 +79,12 @@ def attack_command(
     out_file: Optional[str] = typer.Option(None, "--out", help="Output .npz (default: <run>/attacks/<attack>[-l2]-eps<eps>[-to-<target>]-<split>.npz; for a file, attacks/<file stem>-... beside it)."),
     grid: Optional[str] = typer.Option(None, "--grid", help="PNG grid of 16 adversarial images with predictions (default: beside --out)."),
     runs_dir: Path = RunsDirOpt,
+    timeout: float = TimeoutOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Craft adversarial examples and save them with a picture of the model's predictions."""
+    """Craft adversarial examples and save them with a picture of the model's predictions (under
+    torchrun, the processes share the samples and rank 0 saves)."""
     from ...evaluation.config import parse_eps, read_class_names
     from ...evaluation.crafting import CraftConfig, craft
 
@@ -93,11 +96,15 @@ def attack_command(
         trust_pickled_model=trust_pickled_model,
         **contract_settings(input_range, mean, std, layout, outputs, channel_order, read_class_names(class_names))))
     config.validate()
-    announce_run(model, runs_dir)
-    if trust_pickled_model:
-        trust_warning(model)
-    with progress_view(quiet) as view:
-        result = craft(config, runs_dir=runs_dir, on_progress=view.callback())
+    with joined(device.value, timeout) as context:
+        if context.is_main:
+            announce_run(model, runs_dir)
+            if trust_pickled_model:
+                trust_warning(model)
+        with progress_view(quiet or not context.is_main) as view:
+            result = craft(config, runs_dir=runs_dir, on_progress=view.callback(), context=context)
+    if not context.is_main:
+        return
     say_notes(result.notes)
     say_warnings(result.warnings)
     if as_json:

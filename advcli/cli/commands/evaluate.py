@@ -36,6 +36,7 @@ from ..options import (
     TrustPickledOpt,
     contract_settings,
 )
+from ..processes import TimeoutOpt, joined
 from ..progress import progress_view
 from ..render import fail, print_json, render_report, say_notes, say_warnings, trust_warning
 from ..run_choice import announce_run
@@ -87,14 +88,18 @@ def eval_command(
     report_file: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON report to this file."),
     force: bool = typer.Option(False, "--force", help="Let --report and --plot replace an existing file (never a file inside a run folder)."),
     runs_dir: Path = RunsDirOpt,
+    timeout: float = TimeoutOpt,
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Clean and robust accuracy (worst case per sample over the attacks), curves over eps,
-    per-class figures and sanity checks; thresholds for CI gates."""
+    per-class figures and sanity checks; thresholds for CI gates. Under torchrun the processes share
+    the attacks; rank 0 reports, and every process exits with the same code."""
     from ...evaluation.api import check_plot_path, evaluate
     from ...evaluation.config import EvalConfig, parse_eps, read_class_names
     from ...io.destinations import check_destination
+    from ...runtime.coordination import main_decides
+    from ...runtime.distributed import agree
 
     config = EvalConfig.from_flat(dict(
         model=model, data=data, split=split, attacks=tuple(a.value for a in attack), eps=parse_eps(eps), alpha=alpha,
@@ -110,11 +115,21 @@ def eval_command(
     for path, param in ((report_file, "report"), (plot, "plot")):
         if path is not None:
             check_destination(path, param=param, force=force)
-    announce_run(model, runs_dir)
-    if trust_pickled_model:
-        trust_warning(model)
-    with progress_view(quiet) as view:
-        report = evaluate(config, runs_dir=runs_dir, on_progress=view.callback())
+    with joined(device.value, timeout) as context:
+        if context.is_main:
+            announce_run(model, runs_dir)
+            if trust_pickled_model:
+                trust_warning(model)
+        with progress_view(quiet or not context.is_main) as view:
+            report = evaluate(config, runs_dir=runs_dir, on_progress=view.callback(), context=context)
+        main_decides(lambda: _show(report, report_file, plot, as_json), context)
+        failed = agree(not report.passed, context)
+    if failed:
+        raise typer.Exit(EXIT_THRESHOLD)
+
+
+def _show(report: "EvalReport", report_file: Optional[Path], plot: Optional[Path], as_json: bool) -> None:
+    """Notes, warnings, the report (table or JSON) and the files asked for."""
     say_notes(report.notes)
     say_warnings(report.warnings)
     payload = report.to_dict()
@@ -123,8 +138,6 @@ def eval_command(
     else:
         render_report(report)
     _write_outputs(report, payload, report_file, plot, as_json)
-    if not report.passed:
-        raise typer.Exit(EXIT_THRESHOLD)
 
 
 def _write_outputs(report: "EvalReport", payload: dict, report_file: Optional[Path], plot: Optional[Path],

@@ -61,6 +61,11 @@ def _cuda_provider_problem(ort: Any) -> Optional[str]:
     return None
 
 
+def _current_gpu() -> int:
+    """The index of torch's current CUDA device, once torch has set one up (else 0)."""
+    return torch.cuda.current_device() if torch.cuda.is_initialized() else 0
+
+
 def create_session(path: Path | str, device: str = "auto") -> tuple[Any, list[str]]:
     """An onnxruntime session for `path` on the provider `device` asks for, and notes on any fallback.
 
@@ -78,7 +83,10 @@ def create_session(path: Path | str, device: str = "auto") -> tuple[Any, list[st
     problem = _cuda_provider_problem(ort) if CUDA_PROVIDER in wanted else None
     if problem is not None and device == "cuda":
         raise AdvcliError(f"`device` cuda is not usable by onnxruntime: {problem}", param="device")
-    providers = [name for name in wanted if name != CUDA_PROVIDER or problem is None]
+    providers: list[Any] = [name for name in wanted if name != CUDA_PROVIDER or problem is None]
+    gpu = _current_gpu()
+    if gpu:  # a torchrun worker's own GPU (its process group made it the current one)
+        providers = [(name, {"device_id": gpu}) if name == CUDA_PROVIDER else name for name in providers]
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except ort_errors() as error:

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 # A step turns a mini-batch into (loss, logits). `carry` is the method's own state between steps
 # (kept by the loop and saved with a resume state); `settings` holds this step's eps and alpha.
+# Under several processes a step sees this process's share of the global batch (its rows strided
+# out of it), `settings.batch_size` is that share of a full batch, and carried tensors are indexed by
+# row in their first dimension (the loop gathers and splits them so). Random draws go through
+# advcli.training.noise, which keys them per sample when `settings.keys` is set.
 StepFn = Callable[
     ["nn.Module", "torch.Tensor", "torch.Tensor", "StepSettings", "torch.Generator", "dict[str, torch.Tensor]"],
     "tuple[torch.Tensor, torch.Tensor]",

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...attacks.core import input_gradient
-from ...threat import NORMS
 from ..config import StepSettings
+from ..noise import linf_noise
 from . import METHODS, TrainingMethodSpec
 
 # N-FGSM draws its noise from a box this many eps wide on each side (de Jorge et al., 2022).
@@ -21,7 +21,7 @@ def n_fgsm_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """N-FGSM (de Jorge et al., 2022): uniform noise of radius 2·eps, then one signed step of
     alpha (default eps), *not* projected back on the eps-ball: |delta|inf <= 2·eps + alpha."""
-    x_noise = x + NORMS.get("linf").uniform(x, NFGSM_NOISE * settings.eps, generator)
+    x_noise = x + linf_noise(x, NFGSM_NOISE * settings.eps, settings, generator)
     x_noise = x_noise.clamp(0, 1) if settings.clip else x_noise
     grad, _ = input_gradient(model, x_noise, y)
     x_adv = x_noise + settings.alpha * grad.sign()

@@ -9,6 +9,7 @@ from torch import nn
 from ...attacks.core import perturb
 from ...threat import ThreatModel
 from ..config import StepSettings
+from ..noise import keyed_start
 from . import METHODS, TrainingMethodSpec
 
 
@@ -17,7 +18,7 @@ def pgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: StepS
     """Cross-entropy on `iters` signed-gradient steps projected on the eps-ball (Madry et al., 2018);
     FGSM-RS (Wong et al., 2020) is its one-step case with alpha 1.25·eps."""
     x_adv = perturb(model, x, y, ThreatModel(settings.eps, "linf", settings.clip), alpha=settings.alpha,
-                    iters=settings.iters, init=settings.init, generator=generator)
+                    iters=settings.iters, init=settings.init, generator=generator, start=keyed_start(x, settings))
     logits = model(x_adv).float()
     return F.cross_entropy(logits, y), logits
 

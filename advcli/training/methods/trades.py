@@ -9,6 +9,7 @@ from torch import nn
 from ...runtime.execution import attack_mode
 from ...threat import ThreatModel
 from ..config import StepSettings
+from ..noise import normal_noise
 from . import METHODS, TrainingMethodSpec
 
 # TRADES starts its adversary this close to the clean input (Zhang et al., 2019).
@@ -28,7 +29,7 @@ def trades_step(
     with attack_mode(model):
         with torch.no_grad():
             clean_probs = F.softmax(model(x).float(), dim=1)
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = normal_noise(x, settings, generator)
         x_adv = x + TRADES_START_STD * noise
         x_adv = x_adv.clamp(0, 1) if settings.clip else x_adv
         for _ in range(settings.iters):
