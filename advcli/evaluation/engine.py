@@ -63,8 +63,9 @@ def clean_predictions(victim: Victim, x: torch.Tensor, *, batch_size: int,
         logits = by_chunks(victim.judge, mine[start:start + batch_size].to(victim.device, non_blocking=True))
         non_finite += int((~torch.isfinite(logits).all(1)).sum())
         predictions[start:start + batch_size] = logits.argmax(1).cpu()
-    if sum_over_ranks(non_finite, context):
-        raise AdvcliError(f"the model's outputs are NaN or infinite on some of the {len(x)} clean samples: "
+    non_finite = sum_over_ranks(non_finite, context)
+    if non_finite:
+        raise AdvcliError(f"the model's outputs are NaN or infinite on {non_finite} of {len(x)} clean samples: "
                           "no prediction follows from them, so no accuracy is reported")
     return _gathered(predictions, context)
 
