@@ -1,4 +1,5 @@
-"""The README cannot drift from the command line: every `advcli` command in its fenced sh/bash blocks
+"""The docs cannot drift from the command line: every `advcli` command in the fenced sh/bash blocks of
+README.md and docs/results.md
 names a command that exists, options that command has, and valid choices, with a value after every
 option that takes one and none after a flag."""
 
@@ -13,7 +14,9 @@ import typer
 
 from advcli.cli import app
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOCS = (README, REPO / "docs" / "results.md")
 SHELL_BLOCK = re.compile(r"^```(?:sh|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 OPERATORS = {"|", "||", "&&", ";", ">", ">>", "2>", "<", "&"}
 
@@ -83,7 +86,8 @@ def check_invocation(args: list[str]) -> list[str]:
 
 
 def readme_invocations() -> list[tuple[str, list[str]]]:
-    return [(command, args) for command in shell_commands(README.read_text()) for args in advcli_invocations(command)]
+    return [(command, args) for doc in DOCS for command in shell_commands(doc.read_text())
+            for args in advcli_invocations(command)]
 
 
 def test_the_readme_has_commands_to_check():
