@@ -80,7 +80,7 @@ def test_the_main_help_lists_completion_and_whole_command_summaries():
     assert "--install-completion" in text and "--show-completion" in text
     commands = text.split("Commands:", 1)[1]
     assert "..." not in commands and "Adversarial training (FGSM from a random start" in commands
-    assert "held-out training data." in commands  # summaries wrap rather than being cut short
+    assert "processes sharing each mini-batch." in commands  # summaries wrap rather than being cut short
 
 
 COMPLETE = """
