@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 
-import numpy as np
 import pytest
+from browser import chromium, screenshot
 from typer.testing import CliRunner
 
 from advcli.cli import app
@@ -114,22 +113,10 @@ def test_a_report_on_an_exported_file(measured, tmp_path):
     assert torch_eval.exit_code == 0  # an evaluation of the source weights themselves is theirs
 
 
-def chromium() -> str | None:
-    return next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
-                None)
-
-
 @pytest.mark.skipif(chromium() is None, reason="no headless Chromium installed")
 def test_a_browser_draws_the_command_line_report(measured, tmp_path):
-    from PIL import Image
-
     out = tmp_path / "report.html"
     assert invoke("report", measured["run"], "--eval", measured["eval"], "--examples", measured["examples"],
                   "--out", out, "--no-markdown").exit_code == 0
-    shot = tmp_path / "shot.png"
-    subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={shot}", "--window-size=1200,2400", out.as_uri()],
-                   capture_output=True, timeout=90, check=False)
-    assert shot.is_file(), "Chromium wrote no screenshot"
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    pixels = screenshot(out, tmp_path / "shot.png", height=2400)
     assert pixels.shape == (2400, 1200) and pixels.std() > 20 and (pixels < 128).mean() > 0.01

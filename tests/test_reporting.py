@@ -8,12 +8,11 @@ import base64
 import copy
 import dataclasses
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import chromium, screenshot
 
 import advcli
 from advcli.reporting import (
@@ -280,22 +279,10 @@ def test_reporting_is_library_code():
         assert "matplotlib" not in top, path.name
 
 
-def chromium() -> str | None:
-    return next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
-                None)
-
-
 @pytest.mark.skipif(chromium() is None, reason="no headless Chromium installed")
 def test_a_real_browser_draws_the_report(tmp_path, full_inputs):
-    from PIL import Image
-
     page = write_html_report(build_report(full_inputs), tmp_path / "report.html")
-    shot = tmp_path / "shot.png"
-    subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={shot}", "--window-size=1200,3000", page.as_uri()],
-                   capture_output=True, timeout=90, check=False)
-    assert shot.is_file(), "Chromium wrote no screenshot"
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    pixels = screenshot(page, tmp_path / "shot.png", height=3000)
     assert pixels.shape == (3000, 1200)
     assert pixels.std() > 20                       # not a blank page
     assert (pixels < 128).mean() > 0.01            # dark text and figures cover part of it
