@@ -154,7 +154,8 @@ class Patches:
         return first._with(first.tensor + second.tensor, first.clean and second.clean)
 
     def __sub__(self, other: "Patches") -> "Patches":
-        return self + (-other)
+        first, second = _aligned(self, other)
+        return first._with(first.tensor - second.tensor, first.clean and second.clean)
 
     def masked(self) -> "Patches":
         """The same coefficients with the entries outside the node set to zero."""
@@ -249,6 +250,11 @@ def route_dense(coefficients: Dense, weights: torch.Tensor, stride: tuple[int, i
     tensor = coefficients.tensor  # [Nb, S, C, Ho, Wo]
     batch, channels, out_h, out_w, k1, k2 = weights.shape
     (s1, s2), (p1, p2) = stride, padding
+    if (s1, s2) == (k1, k2) and (p1, p2) == (0, 0):  # windows tile the input: no overlap to add up
+        spread = tensor[..., None, None] * weights[:, None]  # [N, S, C, Ho, Wo, k1, k2]
+        spread = spread.permute(0, 1, 2, 3, 5, 4, 6).reshape(*spread.shape[:3], out_h * k1, out_w * k2)
+        rest = (0, size[1] - out_w * k2, 0, size[0] - out_h * k1)
+        return Dense(F.pad(spread, rest) if any(rest) else spread)
     height = max(size[0] + 2 * p1, (out_h - 1) * s1 + k1)
     width = max(size[1] + 2 * p2, (out_w - 1) * s2 + k2)
     result = tensor.new_zeros(max(tensor.shape[0], batch), tensor.shape[1], channels, height, width)
@@ -289,7 +295,7 @@ def scaled_through_conv(base: Patches, scale: torch.Tensor, weight: torch.Tensor
     if base.active is not None:
         needed &= base.active.expand(lead).reshape(-1)
     matrix = matrix.view(channels * kh * kw, -1)
-    if bool(needed.all()):
+    if float(needed.float().mean()) > 0.5:  # zero rows give zero results: not worth gathering
         result = torch.matmul(scales, matrix)
     else:
         chosen = needed.nonzero().squeeze(1)

@@ -13,7 +13,7 @@ recomputed and each convolutional layer's neurons carry only their own input win
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -82,12 +82,27 @@ class _Totals:
 
 def backward(graph: BoundGraph, ctx: Context, target: int, start: Sides, bounds: dict[int, Interval], *,
              stop: frozenset[int] = frozenset(), slopes: Optional[dict[int, torch.Tensor]] = None,
-             fuse: bool = True) -> tuple[Optional[Bias], Optional[Bias]]:
+             relaxations: Optional[dict[int, Any]] = None, fuse: bool = True) -> tuple[Optional[Bias], Optional[Bias]]:
     """Lower and upper bounds (None where `start` has no such side) of ``start · value(target)``.
 
     `bounds` holds the box of node 0 and bounds on every relaxed node's input; the pass stops and
     concretises at node 0 and at the nodes in `stop` (whose bounds must be in `bounds` too). `slopes`
-    maps ReLU nodes to lower slopes that replace CROWN's adaptive ones (alpha-CROWN)."""
+    maps ReLU nodes to lower slopes that replace CROWN's adaptive ones (alpha-CROWN).
+    `relaxations` caches the relaxations made from `bounds`, across the passes that share them."""
+    relaxations = {} if relaxations is None else relaxations
+
+    def relaxation(index: int, op) -> Any:
+        source_bounds = bounds[graph.nodes[index].inputs[0]]
+        if isinstance(op, MaxPool):
+            if index not in relaxations:
+                relaxations[index] = maxpool_relaxation(op, *source_bounds)
+            return relaxations[index]
+        if slopes is not None and index in slopes:
+            return relu_relaxation(*source_bounds, slopes[index])
+        if index not in relaxations:
+            relaxations[index] = relu_relaxation(*source_bounds)
+        return relaxations[index]
+
     pending: dict[int, Sides] = {target: start}
     totals = _Totals()
 
@@ -115,16 +130,15 @@ def backward(graph: BoundGraph, ctx: Context, target: int, start: Sides, bounds:
             give(node.inputs[0], sides.map(lambda c: op.transpose(ctx, c)))
         elif isinstance(op, ReLU):
             source = node.inputs[0]
-            relaxation = relu_relaxation(*bounds[source], None if slopes is None else slopes.get(index))
-            fused = _relu_into_conv(graph, ctx, source, sides, relaxation, totals) if fuse else None
+            relaxed = relaxation(index, op)
+            fused = _relu_into_conv(graph, ctx, source, sides, relaxed, totals) if fuse else None
             if fused is not None:
                 give(*fused)
             else:
-                give(source, _through_relu(sides, relaxation, totals))
+                give(source, _through_relu(sides, relaxed, totals))
         elif isinstance(op, MaxPool):
             source = node.inputs[0]
-            relaxation = maxpool_relaxation(op, *bounds[source])
-            give(source, _through_maxpool(sides, relaxation, op, graph.nodes[source].shape[1:], totals))
+            give(source, _through_maxpool(sides, relaxation(index, op), op, graph.nodes[source].shape[1:], totals))
         else:
             raise TypeError(f"no backward rule for {op.label}")
     return (None if start.lower is None else totals.lower), (None if start.upper is None else totals.upper)
@@ -186,7 +200,9 @@ def _relu_into_conv(graph: BoundGraph, ctx: Context, source: int, sides: Sides, 
     if offset is not None:
         at_centre, at_width = base.dot(middle * offset), base.abs().dot(spread * offset)
         totals.add(at_centre + at_width, at_centre - at_width)
-    return graph.nodes[source].inputs[0], Sides(centre + width, centre - width)
+    upper = centre - width
+    centre.tensor.add_(width.tensor)  # centre's own buffer, not needed any more, becomes the lower side
+    return graph.nodes[source].inputs[0], Sides(centre, upper)
 
 
 def _through_maxpool(sides: Sides, relaxation, op: MaxPool, size: tuple[int, int], totals: _Totals) -> Sides:

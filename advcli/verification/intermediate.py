@@ -29,24 +29,26 @@ def layer_bounds(graph: BoundGraph, ctx: Context, box: Interval, *, intermediate
     """Bounds of nodes 0 .. `upto` - 1 (default: all but the output) over the input `box`."""
     upto = graph.output if upto is None else upto
     bounds: dict[int, Interval] = {0: box}
+    relaxations: dict = {}  # made from bounds that are final once computed, so shared by every pass
     for node in graph.nodes[1:upto]:
         interval = node.op.interval(ctx, *(bounds[i] for i in node.inputs))
         if (intermediate == "crown" and node.index in graph.relaxed and node.index not in graph.exact
                 and not isinstance(node.op, (ReLU, MaxPool))):
-            interval = _refine(graph, ctx, node.index, bounds, interval)
+            interval = _refine(graph, ctx, node.index, bounds, interval, relaxations)
         bounds[node.index] = interval
     return bounds
 
 
-def _refine(graph: BoundGraph, ctx: Context, index: int, bounds: dict[int, Interval], interval: Interval) -> Interval:
+def _refine(graph: BoundGraph, ctx: Context, index: int, bounds: dict[int, Interval], interval: Interval,
+            relaxations: dict) -> Interval:
     lower, upper = interval
     wanted = _wanted(graph, index, lower, upper)
     if not bool(wanted.any()):
         return interval
     if len(graph.nodes[index].shape) == 3 and graph.patchable(index):
-        tight_lower, tight_upper = _window_bounds(graph, ctx, index, bounds, wanted, lower)
+        tight_lower, tight_upper = _window_bounds(graph, ctx, index, bounds, wanted, lower, relaxations)
     else:
-        tight_lower, tight_upper = _row_bounds(graph, ctx, index, bounds, wanted, interval)
+        tight_lower, tight_upper = _row_bounds(graph, ctx, index, bounds, wanted, interval, relaxations)
     return torch.maximum(lower, tight_lower), torch.minimum(upper, tight_upper)
 
 
@@ -80,7 +82,7 @@ def _pool_demand(graph: BoundGraph, pool: int, op: MaxPool, lower: torch.Tensor,
     return spread.tensor.squeeze(1) > 0
 
 
-def _row_bounds(graph, ctx, index, bounds, wanted, interval) -> Interval:
+def _row_bounds(graph, ctx, index, bounds, wanted, interval, relaxations) -> Interval:
     """CROWN bounds of the wanted neurons (any sample's), one dense row per neuron; others keep `interval`."""
     lower, upper = (bound.flatten(1).clone() for bound in interval)
     chosen = wanted.flatten(1).any(0).nonzero().squeeze(1)
@@ -91,13 +93,13 @@ def _row_bounds(graph, ctx, index, bounds, wanted, interval) -> Interval:
         start = torch.zeros(1, len(part), lower.shape[1], dtype=lower.dtype, device=lower.device)
         start[0, torch.arange(len(part), device=lower.device), part] = 1
         start = Dense(start.view(1, len(part), *graph.nodes[index].shape))
-        low, high = backward(graph, ctx, index, Sides(start, start), bounds)
+        low, high = backward(graph, ctx, index, Sides(start, start), bounds, relaxations=relaxations)
         lower[:, part], upper[:, part] = low, high
     shape = interval[0].shape
     return lower.view(shape), upper.view(shape)
 
 
-def _window_bounds(graph, ctx, index, bounds, wanted, like) -> Interval:
+def _window_bounds(graph, ctx, index, bounds, wanted, like, relaxations) -> Interval:
     """CROWN bounds of a spatial node through per-neuron input windows, a few target rows at a time
     (rows without a wanted neuron are skipped and keep their interval bounds)."""
     channels, height, width = graph.nodes[index].shape
@@ -112,7 +114,7 @@ def _window_bounds(graph, ctx, index, bounds, wanted, like) -> Interval:
         if not bool(wanted[:, :, rows[0]:rows[1]].any()):
             continue
         start = Patches.identity(channels, rows, (height, width), like, positions[:, rows[0]:rows[1]])
-        low, high = backward(graph, ctx, index, Sides(start, start), bounds)
+        low, high = backward(graph, ctx, index, Sides(start, start), bounds, relaxations=relaxations)
         chosen = wanted[:, :, rows[0]:rows[1]]  # the others' results may be skipped work
         lower[:, :, rows[0]:rows[1]] = torch.where(chosen, low.permute(0, 3, 1, 2), float("-inf"))
         upper[:, :, rows[0]:rows[1]] = torch.where(chosen, high.permute(0, 3, 1, 2), float("inf"))
@@ -120,20 +122,29 @@ def _window_bounds(graph, ctx, index, bounds, wanted, like) -> Interval:
 
 
 def _largest_window(graph: BoundGraph, index: int) -> int:
-    """The most coefficients one target neuron holds at any node on the way back to the input."""
-    cone = graph.cone(index)
-    kernels = {index: (1, 1)}
-    for i in reversed(cone):
+    """The most coefficients one target neuron holds, per sample, at any node on the way back to the
+    input. Until the first ReLU they are shared by all samples and positions (no per-sample
+    memory), and a ReLU straight after a convolution is crossed together with it (never stored)."""
+    order = ("shared", "fused", "explicit")
+    kernels, states = {index: (1, 1)}, {index: "shared"}
+    for i in reversed(graph.cone(index)):
         node = graph.nodes[i]
         if i == 0 or i not in kernels:
             continue
-        (kh, kw), op = kernels[i], node.op
+        (kh, kw), op, state = kernels[i], node.op, states[i]
         if isinstance(op, Conv):
             k1, k2 = op.weight().shape[2:]
             kh, kw = (kh - 1) * op.stride[0] + k1, (kw - 1) * op.stride[1] + k2
         elif isinstance(op, MaxPool):
             kh, kw = (kh - 1) * op.stride[0] + op.kernel[0], (kw - 1) * op.stride[1] + op.kernel[1]
+        if isinstance(op, ReLU):
+            source = graph.nodes[node.inputs[0]].op
+            state = "fused" if state == "shared" and isinstance(source, Conv) and source.groups == 1 else "explicit"
+        elif state == "fused":
+            state = "explicit"
         for source in node.inputs:
             old = kernels.get(source, (0, 0))
             kernels[source] = (max(old[0], kh), max(old[1], kw))
-    return max(graph.nodes[i].shape[0] * kh * kw for i, (kh, kw) in kernels.items())
+            states[source] = max(states.get(source, "shared"), state, key=order.index)
+    explicit = [graph.nodes[i].shape[0] * kh * kw for i, (kh, kw) in kernels.items() if states[i] == "explicit"]
+    return max(explicit, default=1)

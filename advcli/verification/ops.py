@@ -21,6 +21,9 @@ from ..errors import AdvcliError
 from .coeffs import Coefficients, Dense, Patches
 
 Getter = Callable[[], Optional[torch.Tensor]]
+
+FOLD_PATCH = 64
+"""Largest in_channels x kernel area for which a convolution's transpose runs as matmul + fold."""
 Interval = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -117,8 +120,17 @@ class Conv(AffineOp):
                         self.groups)
 
     def transpose_dense(self, ctx, rows):
-        return torch.nn.grad.conv2d_input((rows.shape[0], *self.in_shape), ctx.cast(self.weight()), rows,
-                                          self.stride, self.padding, self.dilation, self.groups)
+        weight = ctx.cast(self.weight())
+        out_channels, group_channels, k1, k2 = weight.shape
+        if self.groups == 1 and group_channels * k1 * k2 <= FOLD_PATCH:
+            # Few input channels (a first layer): one matrix product and col2im, about 4 times the
+            # speed of the library's transposed convolution for these shapes on the CPU.
+            columns = torch.matmul(weight.reshape(out_channels, -1).t(), rows.reshape(rows.shape[0], out_channels, -1))
+            return F.fold(columns, self.in_shape[1:], (k1, k2), self.dilation, self.padding, self.stride)
+        sizes = [(o - 1) * s - 2 * p + d * (k - 1) + 1 for o, s, p, d, k in
+                 zip(self.out_shape[1:], self.stride, self.padding, self.dilation, (k1, k2))]
+        extra = tuple(i - size for i, size in zip(self.in_shape[1:], sizes))
+        return F.conv_transpose2d(rows, weight, None, self.stride, self.padding, extra, self.groups, self.dilation)
 
     def transpose_patches(self, ctx, patches):
         return patches.through_conv(ctx.cast(self.weight()), self.stride, self.padding, self.groups,
