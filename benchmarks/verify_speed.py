@@ -5,11 +5,14 @@ Models: seed-cnn untrained (random weights, seed 0), seed-cnn trained by ``advcl
 built-in digits for a couple of epochs, and mnist-small untrained; inputs are the digits' test
 images (1x28x28). Methods: ``ibp``; ``crown`` with interval intermediate bounds (CROWN-IBP's bound);
 ``crown`` with CROWN intermediate bounds; ``alpha-crown``. Every configuration runs in a fresh
-process, after a one-sample warm-up, and reports seconds per image, images per second, the
-process's peak resident memory (``resource.getrusage``) and its growth over the model and data
-alone, the share of images whose every margin lower bound is positive, and the mean smallest
-margin lower bound (a tightness figure: higher is tighter). Not a test: the figures depend on the
-machine and on its load.
+process, after a one-sample warm-up, and reports seconds per image (wall clock, and the process's
+CPU time, which a machine shared with other jobs inflates less), images per second, the
+process's peak resident memory during the bounds (/proc/self/status VmHWM, reset just before) and
+its growth over the resident memory before them (torch, the model and the images), the share of
+images whose every margin lower bound is positive, and the mean smallest margin lower bound (a
+tightness figure: higher is tighter). The "eps list" rows verify the same images at 1, 2 and 4
+radii with :func:`advcli.verification.verify_eps_list` (no attacks). Not a test: the figures
+depend on the machine and on its load.
 
     PYTHONPATH=. python benchmarks/verify_speed.py --threads 1 --json verify_speed.json
     PYTHONPATH=. python benchmarks/verify_speed.py --quick
@@ -29,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import advcli
@@ -37,8 +41,21 @@ from advcli.verification import margin_bounds, verify_eps_list
 METHODS = [("ibp", "ibp"), ("crown", "ibp"), ("crown", "crown"), ("alpha-crown", "crown")]
 
 
-def _peak_rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> None:
+    """Start the peak-memory count afresh (Linux: 5 to clear_refs). ru_maxrss cannot be used: a child
+    inherits its parent's peak across exec."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def _load(model_name: str, trained: str | None) -> torch.nn.Module:
@@ -52,13 +69,14 @@ def child(config: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration in this process and return its figures."""
     torch.set_num_threads(config["threads"])
     model = _load(config["model"], config.get("trained"))
-    x, y = advcli.load_dataset("digits").split("test")
-    x, y = x[:config["batch"]], y[:config["batch"]]
+    with np.load(config["inputs"], allow_pickle=False) as arrays:  # only these images: the peak is the bounds'
+        x, y = torch.from_numpy(arrays["x"][:config["batch"]]), torch.from_numpy(arrays["y"][:config["batch"]])
     eps_list = config["eps"]
     with torch.no_grad():
         margin_bounds(model, x[:1], y[:1], eps_list[0], method=config["method"], intermediate=config["intermediate"])
-        baseline = _peak_rss_mb()
-        start = time.perf_counter()
+        _reset_peak()
+        baseline = _status_mb("VmRSS")
+        start, cpu_start = time.perf_counter(), time.process_time()
         if len(eps_list) == 1:
             worst = margin_bounds(model, x, y, eps_list[0], method=config["method"],
                                   intermediate=config["intermediate"]).worst()
@@ -69,9 +87,10 @@ def child(config: dict[str, Any]) -> dict[str, Any]:
                                       intermediate=config["intermediate"], attack=False)
             certified = [float(r.verified.float().mean()) for r in results]
             mean_worst = None
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return {**config, "seconds_per_image": seconds / len(x), "images_per_second": len(x) / seconds,
-            "peak_rss_mb": _peak_rss_mb(), "rss_growth_mb": _peak_rss_mb() - baseline,
+            "cpu_seconds_per_image": cpu_seconds / len(x),
+            "peak_rss_mb": _status_mb("VmHWM"), "rss_growth_mb": _status_mb("VmHWM") - baseline,
             "certified": certified, "mean_worst_margin": mean_worst}
 
 
@@ -82,13 +101,17 @@ def _run_child(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _train(folder: Path, epochs: int) -> str:
-    path, result = advcli.train(data="digits", model="seed-cnn", epochs=epochs, device="cpu", out=folder / "seed-cnn")
-    return str(path)
+def _prepare(folder: Path, epochs: int, count: int) -> tuple[str, str]:
+    """Train the seed-cnn (a run folder) and save the first `count` digits test images (an npz)."""
+    path, _ = advcli.train(data="digits", model="seed-cnn", epochs=epochs, device="cpu", out=folder / "seed-cnn")
+    x, y = advcli.load_dataset("digits").split("test")
+    inputs = folder / "inputs.npz"
+    np.savez(inputs, x=x[:count].numpy(), y=y[:count].numpy())
+    return str(path), str(inputs)
 
 
-def configurations(args: argparse.Namespace, trained: str) -> list[dict[str, Any]]:
-    base = {"threads": args.threads, "trained": trained}
+def configurations(args: argparse.Namespace, trained: str, inputs: str) -> list[dict[str, Any]]:
+    base = {"threads": args.threads, "trained": trained, "inputs": inputs}
     methods = METHODS[:3] if args.quick else METHODS
     configs = []
     for model in ("seed-cnn-random", "seed-cnn-trained", "mnist-small-random"):
@@ -96,7 +119,7 @@ def configurations(args: argparse.Namespace, trained: str) -> list[dict[str, Any
             for eps in args.eps:
                 configs.append({**base, "group": "methods", "model": model, "method": method,
                                 "intermediate": intermediate, "eps": [eps], "batch": args.samples})
-    for batch in (1, 8, args.samples):
+    for batch in sorted({1, 4, args.samples}):
         configs.append({**base, "group": "batch size", "model": "seed-cnn-random", "method": "crown",
                         "intermediate": "crown", "eps": [args.eps[0]], "batch": batch})
     for length in (1, 2, 4):
@@ -112,17 +135,19 @@ def _row(figures: dict[str, Any]) -> str:
     worst = "" if figures["mean_worst_margin"] is None else f"{figures['mean_worst_margin']:.3f}"
     eps = ",".join(f"{e:g}" for e in figures["eps"])
     return (f"{figures['group']:<10} {figures['model']:<19} {figures['method']:<11} {figures['intermediate']:<6} "
-            f"{eps:<17} {figures['batch']:>5} {figures['seconds_per_image']:>9.4f} {figures['images_per_second']:>9.1f} "
+            f"{eps:<17} {figures['batch']:>5} {figures['seconds_per_image']:>9.4f} "
+            f"{figures['cpu_seconds_per_image']:>9.4f} "
+            f"{figures['images_per_second']:>9.1f} "
             f"{figures['peak_rss_mb']:>8.0f} {figures['rss_growth_mb']:>7.0f}  {certified:<16} {worst}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--eps", type=float, nargs="+", default=[0.002, 0.01])
     parser.add_argument("--epochs", type=int, default=2, help="training epochs of the trained seed-cnn")
-    parser.add_argument("--quick", action="store_true", help="8 images, no alpha-crown")
+    parser.add_argument("--quick", action="store_true", help="4 images, no alpha-crown")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -130,13 +155,13 @@ def main() -> None:
         print(json.dumps(child(json.loads(args.child))))
         return
     if args.quick:
-        args.samples = 8
+        args.samples = 4
     with tempfile.TemporaryDirectory() as folder:
-        trained = _train(Path(folder), args.epochs)
+        trained, inputs = _prepare(Path(folder), args.epochs, args.samples)
         print(f"{'group':<10} {'model':<19} {'method':<11} {'inter':<6} {'eps':<17} {'batch':>5} {'s/image':>9} "
-              f"{'images/s':>9} {'peak MB':>8} {'+MB':>7}  {'certified':<16} mean worst")
+              f"{'cpu s/img':>9} {'images/s':>9} {'peak MB':>8} {'+MB':>7}  {'certified':<16} mean worst")
         results = []
-        for config in configurations(args, trained):
+        for config in configurations(args, trained, inputs):
             figures = _run_child(config)
             results.append(figures)
             print(_row(figures), flush=True)

@@ -100,7 +100,8 @@ def test_verification_leaves_the_models_mode_alone(one_thread):
 
 @pytest.mark.parametrize("settings,match", [
     (VerifySettings(eps=-0.1), "eps"), (VerifySettings(eps=0.1, method="lp"), "bound method"),
-    (VerifySettings(eps=0.1, intermediate="exact"), "intermediate"), (VerifySettings(eps=0.1, attack_steps=0), "attack steps"),
+    (VerifySettings(eps=0.1, intermediate="exact"), "intermediate"),
+    (VerifySettings(eps=0.1, attack_steps=0), "attack steps"),
 ])
 def test_invalid_settings_are_refused(settings, match):
     model, shape = zoo_model("conv")

@@ -8,7 +8,8 @@ attacks into per-sample verdicts (verified, violated, unproven); :func:`ibp_loss
 """
 
 from .bounds import METHODS, MarginBounds, input_box, margin_bounds, margin_spec
-from .graph import SUPPORTED, BoundGraph, build_graph
+from .convert import SUPPORTED
+from .graph import BoundGraph, build_graph
 from .intermediate import INTERMEDIATE_METHODS
 from .losses import CertifiedLoss, certified_loss, crown_ibp_loss, ibp_loss
 from .tracing import trace

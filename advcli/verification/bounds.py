@@ -116,12 +116,16 @@ def margin_bounds(model: nn.Module | BoundGraph, x: torch.Tensor, y: torch.Tenso
 
     Computed in `dtype` (default x's) on x's device, a chunk of samples at a time, except for a
     model in training mode: its batch norms use this batch's statistics (from a clean pass on
-    `x`), so the whole batch is bounded at once, differentiably."""
+    `x`, which also updates their running statistics, as a training step's forward pass does), so
+    the whole batch is bounded at once, differentiably."""
     check_method(method, intermediate)
     check_eps(eps)
     graph = build_graph(model, tuple(x.shape[1:]))
     dtype = dtype or x.dtype
     num_classes = graph.nodes[graph.output].shape[0]
+    if len(graph.nodes[graph.output].shape) != 1 or num_classes < 2:
+        shape = graph.nodes[graph.output].shape
+        raise AdvcliError(f"verification needs logits of at least 2 classes, the model outputs {shape}")
     if y.shape != (x.shape[0],) or (len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes)):
         raise AdvcliError(f"labels must be {x.shape[0]} classes in [0, {num_classes})")
     training = any(module.training for module in graph.root.modules())

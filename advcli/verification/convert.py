@@ -33,10 +33,14 @@ METHODS: dict[str, str] = {
 }
 
 
-def _unsupported(what: str, node: fx.Node) -> AdvcliError:
-    from .graph import unsupported
+SUPPORTED = ("Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d to 1x1, flatten/reshape/view, "
+             "BatchNorm1d/2d, Identity, Dropout (eval), sum or difference of two branches, + - * / by constants")
 
-    return unsupported(what, node)
+
+def unsupported(what: str, node: fx.Node) -> AdvcliError:
+    """The one-line error for an operation the bound graph cannot represent."""
+    return AdvcliError(f"verification does not support {what} (node {node.name}); supported: {SUPPORTED}")
+
 
 
 def _pair(value: Any) -> tuple[int, int]:
@@ -58,7 +62,7 @@ class Conversion:
     def shape(self, node: fx.Node) -> tuple[int, ...]:
         shape = self.shapes.get(node)
         if shape is None:
-            raise _unsupported("operations that mix samples or return non-tensors", node)
+            raise unsupported("operations that mix samples or return non-tensors", node)
         return shape
 
     def constant(self, arg: Any) -> Getter:
@@ -97,7 +101,7 @@ def convert_node(c: Conversion, node: fx.Node, position: int) -> tuple[Op, list[
     if node.op == "call_module":
         module = c.gm.get_submodule(str(node.target))
         if len(node.args) != 1 or node.kwargs or not c.is_variable(node.args[0]):
-            raise _unsupported(f"{type(module).__name__} with several inputs", node)
+            raise unsupported(f"{type(module).__name__} with several inputs", node)
         return _module_op(c, node, module, position), [node.args[0]]
     if node.op == "call_function":
         kind = FUNCTIONS.get(node.target)
@@ -105,14 +109,14 @@ def convert_node(c: Conversion, node: fx.Node, position: int) -> tuple[Op, list[
     elif node.op == "call_method":
         kind, name = METHODS.get(str(node.target)), str(node.target)
     else:
-        raise _unsupported(node.op, node)
+        raise unsupported(node.op, node)
     if kind is None:
-        raise _unsupported(name, node)
+        raise unsupported(name, node)
     if kind in ("add", "sub", "mul", "div", "neg"):
         return _arithmetic(c, node, kind)
     x = node.args[0] if node.args else node.kwargs.get("input")
     if not c.is_variable(x) or any(c.is_variable(arg) for arg in [*node.args[1:], *node.kwargs.values()]):
-        raise _unsupported(f"{name} on several variable tensors", node)
+        raise unsupported(f"{name} on several variable tensors", node)
     return _function_op(c, node, kind, name, x), [x]
 
 
@@ -121,7 +125,7 @@ def _module_op(c: Conversion, node: fx.Node, module: nn.Module, position: int) -
     name = type(module).__name__
     if isinstance(module, nn.Conv2d):
         if module.padding_mode != "zeros":
-            raise _unsupported(f"{name} with padding_mode {module.padding_mode!r}", node)
+            raise unsupported(f"{name} with padding_mode {module.padding_mode!r}", node)
         return Conv(in_shape, out_shape, lambda: module.weight, lambda: module.bias, module.stride,
                     _conv_padding(module.padding, module.kernel_size, module.dilation, node), module.dilation,
                     module.groups)
@@ -143,7 +147,7 @@ def _module_op(c: Conversion, node: fx.Node, module: nn.Module, position: int) -
         return BatchNorm(in_shape, module, position)
     if isinstance(module, (nn.Identity, nn.Dropout)):
         return Identity(in_shape, module)
-    raise _unsupported(name, node)
+    raise unsupported(name, node)
 
 
 def _function_op(c: Conversion, node: fx.Node, kind: str, name: str, x: fx.Node) -> Op:
@@ -161,7 +165,7 @@ def _function_op(c: Conversion, node: fx.Node, kind: str, name: str, x: fx.Node)
     if kind == "matmul":
         weight = c.constant(_argument(node, 1, "other"))
         if weight().dim() != 2 or len(in_shape) != 1:
-            raise _unsupported("matmul other than a batch of vectors by a constant matrix", node)
+            raise unsupported("matmul other than a batch of vectors by a constant matrix", node)
         return Linear(in_shape, out_shape, lambda: weight().t(), lambda: None)
     if kind == "conv2d":
         bias = _argument(node, 2, "bias")
@@ -187,13 +191,13 @@ def _function_op(c: Conversion, node: fx.Node, kind: str, name: str, x: fx.Node)
         dims = _argument(node, 1, "dim")
         dims = {d % 4 for d in ((dims,) if isinstance(dims, int) else dims or ())}
         if len(in_shape) != 3 or dims != {2, 3}:
-            raise _unsupported("mean other than over the spatial dimensions", node)
+            raise unsupported("mean other than over the spatial dimensions", node)
         return GlobalAvgPool(in_shape, out_shape)
     if kind == "dropout":
         if _argument(node, 2, "training", True):
-            raise _unsupported("dropout in training mode", node)
+            raise unsupported("dropout in training mode", node)
         return Identity(in_shape)
-    raise _unsupported(name, node)
+    raise unsupported(name, node)
 
 
 def _arithmetic(c: Conversion, node: fx.Node, kind: str) -> tuple[Op, list[fx.Node]]:
@@ -205,14 +209,14 @@ def _arithmetic(c: Conversion, node: fx.Node, kind: str) -> tuple[Op, list[fx.No
     second = node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
     extra = {key: value for key, value in node.kwargs.items() if key not in ("input", "other")}
     if extra.get("alpha", 1) != 1 or extra.get("rounding_mode") is not None:
-        raise _unsupported(f"{kind} with {', '.join(extra)}", node)
+        raise unsupported(f"{kind} with {', '.join(extra)}", node)
     first_variable, second_variable = c.is_variable(first), c.is_variable(second)
     out_shape = c.shape(node)
     if first_variable and second_variable:
         if kind not in ("add", "sub"):
-            raise _unsupported(f"{kind} of two variable tensors", node)
+            raise unsupported(f"{kind} of two variable tensors", node)
         if c.shape(first) != out_shape or c.shape(second) != out_shape:
-            raise _unsupported(f"{kind} of two branches of different shapes", node)
+            raise unsupported(f"{kind} of two branches of different shapes", node)
         return Add(1.0 if kind == "add" else -1.0), [first, second]
     x, constant = (first, second) if first_variable else (second, first)
     in_shape = c.shape(x)
@@ -223,7 +227,7 @@ def _arithmetic(c: Conversion, node: fx.Node, kind: str) -> tuple[Op, list[fx.No
     except RuntimeError:
         fits = False
     if not fits or out_shape != in_shape:
-        raise _unsupported(f"{kind} by a constant that changes the shape", node)
+        raise unsupported(f"{kind} by a constant that changes the shape", node)
     if kind == "add":
         return ScaleShift(in_shape, shift=value), [x]
     if kind == "sub":
@@ -233,7 +237,7 @@ def _arithmetic(c: Conversion, node: fx.Node, kind: str) -> tuple[Op, list[fx.No
     if kind == "mul":
         return ScaleShift(in_shape, scale=value), [x]
     if not first_variable:
-        raise _unsupported("division by a variable tensor", node)
+        raise unsupported("division by a variable tensor", node)
     return ScaleShift(in_shape, scale=lambda: 1.0 / value()), [x]
 
 
@@ -243,20 +247,20 @@ def _conv_padding(padding: Any, kernel: Any, dilation: Any, node: fx.Node) -> tu
     if padding == "same":
         totals = [d * (k - 1) for k, d in zip(_pair(tuple(kernel)), _pair(dilation))]
         if any(total % 2 for total in totals):
-            raise _unsupported("Conv2d with asymmetric 'same' padding", node)
+            raise unsupported("Conv2d with asymmetric 'same' padding", node)
         return totals[0] // 2, totals[1] // 2
     return _pair(padding)
 
 
 def _max_pool(node, in_shape, out_shape, kernel, stride, padding, dilation, ceil_mode, return_indices) -> Op:
     if _pair(dilation) != (1, 1) or ceil_mode or return_indices:
-        raise _unsupported("MaxPool2d with dilation, ceil_mode or return_indices", node)
+        raise unsupported("MaxPool2d with dilation, ceil_mode or return_indices", node)
     return MaxPool(in_shape, out_shape, _pair(kernel), _pair(stride), _pair(padding))
 
 
 def _avg_pool(node, in_shape, out_shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor) -> Op:
     if ceil_mode or not count_include_pad or divisor is not None:
-        raise _unsupported("AvgPool2d with ceil_mode, count_include_pad=False or divisor_override", node)
+        raise unsupported("AvgPool2d with ceil_mode, count_include_pad=False or divisor_override", node)
     return conv_for_avg_pool(in_shape, out_shape, _pair(kernel), _pair(stride), _pair(padding))
 
 
@@ -266,4 +270,4 @@ def _adaptive(node, in_shape, out_shape, output_size) -> Op:
         return GlobalAvgPool(in_shape, out_shape)
     if len(in_shape) == 3 and size == tuple(in_shape[1:]):
         return Identity(in_shape)
-    raise _unsupported(f"AdaptiveAvgPool2d to {output_size}", node)
+    raise unsupported(f"AdaptiveAvgPool2d to {output_size}", node)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from .coeffs import SCALED_CONV_LIMIT, Coefficients, Dense, Patches, route_dense, scaled_through_conv
+from .coeffs import SCALED_CONV_LIMIT, Coefficients, Patches, route_dense, scaled_through_conv
 from .graph import BoundGraph
 from .ops import Add, AffineOp, Context, Conv, Interval
 from .relax import MaxPool, ReLU, maxpool_relaxation, relu_relaxation
@@ -80,6 +80,19 @@ class _Totals:
                      None if sides.upper is None else sides.upper.dot(values))
 
 
+def _relaxation(graph: BoundGraph, bounds: dict[int, Interval], index: int, cache: dict[int, Any],
+                slopes: Optional[dict[int, torch.Tensor]]) -> Any:
+    """The relaxation of ReLU or max-pooling node `index` from its input's bounds (cached unless
+    alpha-CROWN slopes replace the adaptive ones)."""
+    op, source_bounds = graph.nodes[index].op, bounds[graph.nodes[index].inputs[0]]
+    if slopes is not None and index in slopes:
+        return relu_relaxation(*source_bounds, slopes[index])
+    if index not in cache:
+        cache[index] = (maxpool_relaxation(op, *source_bounds) if isinstance(op, MaxPool)
+                        else relu_relaxation(*source_bounds))
+    return cache[index]
+
+
 def backward(graph: BoundGraph, ctx: Context, target: int, start: Sides, bounds: dict[int, Interval], *,
              stop: frozenset[int] = frozenset(), slopes: Optional[dict[int, torch.Tensor]] = None,
              relaxations: Optional[dict[int, Any]] = None, fuse: bool = True) -> tuple[Optional[Bias], Optional[Bias]]:
@@ -89,20 +102,7 @@ def backward(graph: BoundGraph, ctx: Context, target: int, start: Sides, bounds:
     concretises at node 0 and at the nodes in `stop` (whose bounds must be in `bounds` too). `slopes`
     maps ReLU nodes to lower slopes that replace CROWN's adaptive ones (alpha-CROWN).
     `relaxations` caches the relaxations made from `bounds`, across the passes that share them."""
-    relaxations = {} if relaxations is None else relaxations
-
-    def relaxation(index: int, op) -> Any:
-        source_bounds = bounds[graph.nodes[index].inputs[0]]
-        if isinstance(op, MaxPool):
-            if index not in relaxations:
-                relaxations[index] = maxpool_relaxation(op, *source_bounds)
-            return relaxations[index]
-        if slopes is not None and index in slopes:
-            return relu_relaxation(*source_bounds, slopes[index])
-        if index not in relaxations:
-            relaxations[index] = relu_relaxation(*source_bounds)
-        return relaxations[index]
-
+    cache = {} if relaxations is None else relaxations
     pending: dict[int, Sides] = {target: start}
     totals = _Totals()
 
@@ -119,26 +119,22 @@ def backward(graph: BoundGraph, ctx: Context, target: int, start: Sides, bounds:
                        None if sides.upper is None else sides.upper.maximum(lower, upper))
             continue
         node = graph.nodes[index]
-        op = node.op
+        op, source = node.op, node.inputs[0]
         if isinstance(op, Add):
-            give(node.inputs[0], sides)
+            give(source, sides)
             give(node.inputs[1], sides if op.sign > 0 else sides.map(lambda c: -c))
         elif isinstance(op, AffineOp):
             offset = op.offset(ctx)
             if offset is not None:
                 totals.add_dot(sides, offset)
-            give(node.inputs[0], sides.map(lambda c: op.transpose(ctx, c)))
+            give(source, sides.map(lambda c: op.transpose(ctx, c)))
         elif isinstance(op, ReLU):
-            source = node.inputs[0]
-            relaxed = relaxation(index, op)
+            relaxed = _relaxation(graph, bounds, index, cache, slopes)
             fused = _relu_into_conv(graph, ctx, source, sides, relaxed, totals) if fuse else None
-            if fused is not None:
-                give(*fused)
-            else:
-                give(source, _through_relu(sides, relaxed, totals))
+            give(*(fused if fused is not None else (source, _through_relu(sides, relaxed, totals))))
         elif isinstance(op, MaxPool):
-            source = node.inputs[0]
-            give(source, _through_maxpool(sides, relaxation(index, op), op, graph.nodes[source].shape[1:], totals))
+            relaxed = _relaxation(graph, bounds, index, cache, slopes)
+            give(source, _through_maxpool(sides, relaxed, op, graph.nodes[source].shape[1:], totals))
         else:
             raise TypeError(f"no backward rule for {op.label}")
     return (None if start.lower is None else totals.lower), (None if start.upper is None else totals.upper)

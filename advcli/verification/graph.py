@@ -25,12 +25,10 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import AdvcliError
 from . import convert
+from .convert import unsupported
 from .ops import AffineOp, Context, Op
 from .relax import MaxPool, ReLU
 from .tracing import is_metadata_query, trace
-
-SUPPORTED = ("Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d to 1x1, flatten/reshape/view, "
-             "BatchNorm1d/2d, Identity, Dropout (eval), sum or difference of two branches, + - * / by constants")
 
 SHAPE_BATCHES = (2, 3)
 CHECK_TOLERANCE = 1e-4
@@ -117,10 +115,6 @@ class BoundGraph:
         return [f"{node.name}: {node.op.label if node.op else 'input'} {node.shape}" for node in self.nodes]
 
 
-def unsupported(what: str, node: fx.Node) -> AdvcliError:
-    return AdvcliError(f"verification does not support {what} (node {node.name}); supported: {SUPPORTED}")
-
-
 def _per_sample_shapes(gm: fx.GraphModule, input_shape: tuple[int, ...], example_dtype, device) -> dict:
     """node -> per-sample shape for tensor nodes, or None where the batch dimension is not kept."""
     runs = []
@@ -205,7 +199,8 @@ def _check(graph: BoundGraph, model: nn.Module, dtype, device) -> None:
         raise AdvcliError("verification: the converted graph's output shape differs from the model's")
     difference = float((expected - got).abs().max())
     if not difference <= CHECK_TOLERANCE * (1 + float(expected.abs().max())):
-        raise AdvcliError(f"verification: the converted graph does not reproduce the model (difference {difference:.3g})")
+        raise AdvcliError(
+            f"verification: the converted graph does not reproduce the model (difference {difference:.3g})")
 
 
 _cache: "OrderedDict[tuple[int, tuple[int, ...]], tuple[weakref.ref, BoundGraph]]" = OrderedDict()
@@ -218,7 +213,8 @@ def build_graph(model: nn.Module | BoundGraph, input_shape: tuple[int, ...]) -> 
     """
     if isinstance(model, BoundGraph):
         if tuple(model.input_shape) != tuple(input_shape):
-            raise AdvcliError(f"verification: the graph was built for inputs {model.input_shape}, got {tuple(input_shape)}")
+            raise AdvcliError(
+                f"verification: the graph was built for inputs {model.input_shape}, got {tuple(input_shape)}")
         return model
     key = (id(model), tuple(input_shape))
     cached = _cache.get(key)

@@ -4,9 +4,10 @@ Interval propagation gives every node's bounds; with ``intermediate="crown"`` ea
 bounds are then tightened by a CROWN pass from that node (kept where tighter than the interval, so
 the result is never looser). Only what can matter is recomputed: the unstable neurons in front of
 a ReLU (a stable one is relaxed exactly whatever its bounds), every neuron in front of a max
-pooling; nodes that are one affine map of the input keep their interval bounds, which are then
-exact; and the output of a ReLU or max pooling keeps the interval of its (refined) input, which
-no CROWN pass through that same relaxation can beat. A convolutional layer's neurons are bounded through per-neuron input windows
+pooling whose window is not settled; nodes that are one affine map of the input keep their
+interval bounds, which are then exact; and the output of a ReLU or max pooling keeps the interval
+of its (refined) input, which no CROWN pass through that same relaxation can beat. A
+convolutional layer's neurons are bounded through per-neuron input windows
 (:class:`~advcli.verification.coeffs.Patches`) in chunks of rows, other layers through dense rows
 in chunks of neurons, both sized to :data:`~advcli.verification.crown.MEMORY_BUDGET`.
 """

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AdvcliError
-from .coeffs import Coefficients, Dense, Patches
+from .coeffs import Coefficients, Patches
 
 Getter = Callable[[], Optional[torch.Tensor]]
 

@@ -52,9 +52,9 @@ class VerifySettings:
         check_eps(self.eps)
         check_method(self.method, self.intermediate)
         for name in ("attack_steps", "attack_restarts", "alpha_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "alpha_steps" else 1):
-                raise AdvcliError(f"{name.replace('_', ' ')} must be an integer >= {0 if name == 'alpha_steps' else 1}, got {value!r}")
+            value, least = getattr(self, name), 0 if name == "alpha_steps" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise AdvcliError(f"{name.replace('_', ' ')} must be an integer >= {least}, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,8 +90,9 @@ def _inside_ball(points: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Ten
     wide, centre = points.to(torch.float64), x.to(torch.float64)
     lower, upper = (centre - eps).clamp(0, 1), (centre + eps).clamp(0, 1)
     narrow = torch.minimum(torch.maximum(wide, lower), upper).to(points.dtype)
-    narrow = torch.where(narrow.to(torch.float64) < lower, torch.nextafter(narrow, torch.full_like(narrow, 2.0)), narrow)
-    return torch.where(narrow.to(torch.float64) > upper, torch.nextafter(narrow, torch.full_like(narrow, -1.0)), narrow)
+    up, down = torch.full_like(narrow, 2.0), torch.full_like(narrow, -1.0)
+    narrow = torch.where(narrow.to(torch.float64) < lower, torch.nextafter(narrow, up), narrow)
+    return torch.where(narrow.to(torch.float64) > upper, torch.nextafter(narrow, down), narrow)
 
 
 @torch.no_grad()
@@ -136,7 +137,8 @@ def verify(model: nn.Module | BoundGraph, x: torch.Tensor, y: torch.Tensor, sett
     without counterexample and without work."""
     settings.validate()
     if x.ndim < 2 or y.shape != (x.shape[0],):
-        raise AdvcliError(f"verification needs a batch of inputs and one label each, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise AdvcliError(
+            f"verification needs a batch of inputs and one label each, got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.numel() and (torch.isnan(x).any() or x.min() < 0 or x.max() > 1):
         raise AdvcliError("inputs must be pixel values in [0, 1] without NaN")
     root = model.root if isinstance(model, BoundGraph) else model
