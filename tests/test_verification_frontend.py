@@ -116,6 +116,24 @@ def test_graph_module_with_functional_layers_is_accepted(one_thread):
         "elementwise affine", "Conv2d", "ReLU", "MaxPool2d", "AdaptiveAvgPool2d", "reshape"]
 
 
+def test_gemm_as_addmm_is_a_linear_layer(one_thread):
+    import torch.fx as fx
+
+    root = nn.Module()
+    root.weight = nn.Parameter(torch.randn(16, 3))
+    root.bias = nn.Parameter(torch.randn(3))
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    flat = graph.call_function(torch.flatten, (x, 1))
+    graph.output(graph.call_function(torch.addmm, (graph.get_attr("bias"), flat, graph.get_attr("weight"))))
+    gm = fx.GraphModule(root, graph)
+    bound = build_graph(gm, (1, 4, 4))
+    assert [node.op.label for node in bound.nodes[1:]] == ["reshape", "Linear"]
+    inputs = torch.rand(3, 1, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(bound.forward(inputs), gm(inputs))
+
+
 def test_graph_follows_parameter_updates(one_thread):
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
     graph = build_graph(model, (1, 2, 2))

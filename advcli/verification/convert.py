@@ -25,7 +25,7 @@ FUNCTIONS: dict[Any, str] = {
     F.linear: "linear", torch.matmul: "matmul", operator.matmul: "matmul", F.conv2d: "conv2d",
     torch.conv2d: "conv2d", F.max_pool2d: "max_pool2d", torch.max_pool2d: "max_pool2d",
     F.avg_pool2d: "avg_pool2d", F.adaptive_avg_pool2d: "adaptive_avg_pool2d", torch.mean: "mean",
-    F.dropout: "dropout",
+    F.dropout: "dropout", torch.addmm: "addmm",
 }
 METHODS: dict[str, str] = {
     "relu": "relu", "relu_": "relu", "view": "reshape", "reshape": "reshape", "flatten": "reshape",
@@ -33,8 +33,9 @@ METHODS: dict[str, str] = {
 }
 
 
-SUPPORTED = ("Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d to 1x1, flatten/reshape/view, "
-             "BatchNorm1d/2d, Identity, Dropout (eval), sum or difference of two branches, + - * / by constants")
+SUPPORTED = ("Conv2d, Linear (also F.linear, x @ W, addmm), ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d to 1x1, "
+             "flatten/reshape/view, BatchNorm1d/2d, Identity, Dropout (eval), sum or difference of two branches, "
+             "+ - * / by constants")
 
 
 def unsupported(what: str, node: fx.Node) -> AdvcliError:
@@ -114,6 +115,13 @@ def convert_node(c: Conversion, node: fx.Node, position: int) -> tuple[Op, list[
         raise unsupported(name, node)
     if kind in ("add", "sub", "mul", "div", "neg"):
         return _arithmetic(c, node, kind)
+    if kind == "addmm":  # bias + x @ W, the form a Gemm often takes
+        x = node.args[1] if len(node.args) > 1 else node.kwargs.get("mat1")
+        weight = c.constant(_argument(node, 2, "mat2"))
+        if (not c.is_variable(x) or c.is_variable(_argument(node, 0, "input")) or len(c.shape(x)) != 1
+                or node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1):
+            raise unsupported("addmm other than bias + x @ constant", node)
+        return Linear(c.shape(x), c.shape(node), lambda: weight().t(), c.constant(_argument(node, 0, "input"))), [x]
     x = node.args[0] if node.args else node.kwargs.get("input")
     if not c.is_variable(x) or any(c.is_variable(arg) for arg in [*node.args[1:], *node.kwargs.values()]):
         raise unsupported(f"{name} on several variable tensors", node)

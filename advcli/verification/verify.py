@@ -105,12 +105,13 @@ def find_counterexamples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, set
                          generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(found [N] bool, points [N, ...]): misclassified points inside the ball, re-checked on `model`
     in its own precision; the clean input first, then the attacks on what remains (not `skip`)."""
-    found = _predict(model, x) != y
+    with torch.no_grad():
+        logits = model(x)
+    found, num_classes = logits.argmax(1) != y, logits.shape[1]
     points = x.clone()
     todo = ~found if skip is None else ~found & ~skip
     if not settings.attack or settings.eps == 0:
         return found, points
-    num_classes = int(model(x[:1]).shape[1]) if len(x) else 0
     attacks = [lambda xs, ys: advcli.pgd(model, xs, ys, eps=settings.eps, steps=settings.attack_steps,
                                          restarts=settings.attack_restarts, clip=True, generator=generator)]
     for loss in ("ce", "dlr") if num_classes >= 3 else ("ce",):
