@@ -117,7 +117,8 @@ def test_preact_resnet18_bounds_contain_sampled_points(one_thread, method, inter
         bounds = margin_bounds(model, x, y, eps, method=method, intermediate=intermediate, upper=True)
         layers = layer_bounds(graph, graph.context(), input_box(x, eps), intermediate="ibp")
         points = box_points(x, eps, 4, torch.Generator().manual_seed(5))
-    points = torch.cat([points, advcli.pgd(model, x, y, eps=eps, steps=3, generator=torch.Generator().manual_seed(6))[None]])
+    attacked = advcli.pgd(model, x, y, eps=eps, steps=3, generator=torch.Generator().manual_seed(6))
+    points = torch.cat([points, attacked[None]])
     with torch.no_grad():
         for point in points:
             observed = margins(model(point), y)
