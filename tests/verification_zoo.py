@@ -32,7 +32,8 @@ class ConvNet(nn.Module):
 
 
 class PoolNet(nn.Module):
-    """Max pooling before a ReLU (as seed-cnn), and an overlapping, padded max pooling."""
+    """Max pooling before a ReLU (as seed-cnn), and an overlapping, padded max pooling inside the
+    input windows of a later convolution."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -40,27 +41,34 @@ class PoolNet(nn.Module):
         self.pool1 = nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(3, 4, 3, padding=1)
         self.pool2 = nn.MaxPool2d(3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(4, 4, 3, padding=1)
         self.fc = nn.Linear(4 * 2 * 2, 4)
 
     def forward(self, x):
         x = torch.relu(self.pool1(self.conv1(x)))
         x = F.relu(self.pool2(self.conv2(x)))
+        x = torch.relu(self.conv3(x))
         return self.fc(x.view(x.size(0), -1))
 
 
 class AvgNet(nn.Module):
-    """Average pooling, adaptive average pooling to 1x1, a depthwise convolution, nn.Flatten."""
+    """A depthwise convolution and average pooling inside a later convolution's input windows,
+    adaptive average pooling to 1x1, nn.Flatten."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
         self.depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.pool = nn.AvgPool2d(2)
         self.conv2 = nn.Conv2d(4, 5, 3, padding=1)
-        self.layers = nn.Sequential(nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 4))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 4))
+        with torch.no_grad():  # wider pre-activations, so that the last ReLU has unstable neurons too
+            self.depthwise.weight.mul_(3)
+            self.conv2.weight.mul_(3)
 
     def forward(self, x):
-        x = torch.relu(self.depthwise(torch.relu(self.conv1(x))))
-        return self.layers(torch.relu(self.conv2(x)))
+        x = self.pool(torch.relu(self.depthwise(torch.relu(self.conv1(x)))))
+        return self.head(torch.relu(self.conv2(x)))
 
 
 class NormNet(nn.Module):
