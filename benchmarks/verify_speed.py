@@ -11,8 +11,11 @@ process's peak resident memory during the bounds (/proc/self/status VmHWM, reset
 its growth over the resident memory before them (torch, the model and the images), the share of
 images whose every margin lower bound is positive, and the mean smallest margin lower bound (a
 tightness figure: higher is tighter). The "eps list" rows verify the same images at 1, 2 and 4
-radii with :func:`advcli.verification.verify_eps_list` (no attacks). Not a test: the figures
-depend on the machine and on its load.
+radii with :func:`advcli.verification.verify_radii` (no attacks). The "command" rows time the real
+command path, ``advcli verify`` in a fresh process on the trained models (bounds only, then with the
+default counterexample attacks), from the seconds its JSON report gives (the whole verification,
+model and data loading excluded) and the process's wall time. Not a test: the figures depend on
+the machine and on its load.
 
     PYTHONPATH=. python benchmarks/verify_speed.py --threads 1 --json verify_speed.json
     PYTHONPATH=. python benchmarks/verify_speed.py --quick
@@ -36,7 +39,7 @@ import numpy as np
 import torch
 
 import advcli
-from advcli.verification import margin_bounds, verify_eps_list
+from advcli.verification import margin_bounds, verify_radii
 
 METHODS = [("ibp", "ibp"), ("crown", "ibp"), ("crown", "crown"), ("alpha-crown", "crown")]
 
@@ -58,9 +61,9 @@ def _reset_peak() -> None:
         pass
 
 
-def _load(model_name: str, trained: str | None) -> torch.nn.Module:
-    if model_name == "seed-cnn-trained":
-        return advcli.load_run(trained).model.eval()
+def _load(model_name: str, trained: dict[str, str]) -> torch.nn.Module:
+    if model_name.endswith("-trained"):
+        return advcli.load_run(trained[model_name]).model.eval()
     torch.manual_seed(0)
     return advcli.build_model(model_name.removesuffix("-random"), (1, 28, 28), 10).eval()
 
@@ -83,8 +86,8 @@ def child(config: dict[str, Any]) -> dict[str, Any]:
             certified = float((worst > 0).float().mean())
             mean_worst = float(worst.mean())
         else:
-            results = verify_eps_list(model, x, y, eps_list, method=config["method"],
-                                      intermediate=config["intermediate"], attack=False)
+            results = verify_radii(model, x, y, eps=tuple(eps_list), method=config["method"],
+                                   intermediate=config["intermediate"], attacks=())
             certified = [float(r.verified.float().mean()) for r in results]
             mean_worst = None
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -101,16 +104,42 @@ def _run_child(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _prepare(folder: Path, epochs: int, count: int) -> tuple[str, str]:
-    """Train the seed-cnn (a run folder) and save the first `count` digits test images (an npz)."""
-    path, _ = advcli.train(data="digits", model="seed-cnn", epochs=epochs, device="cpu", out=folder / "seed-cnn")
+def _prepare(folder: Path, epochs: int, count: int) -> tuple[dict[str, str], str]:
+    """Train seed-cnn and mnist-small (run folders) and save the first `count` digits test images (an npz)."""
+    trained = {}
+    for arch in ("seed-cnn", "mnist-small"):
+        path, _ = advcli.train(data="digits", arch=arch, epochs=epochs, device="cpu", out=folder / arch,
+                               **({"optimizer": "adam", "lr": 0.001} if arch == "mnist-small" else {}))
+        trained[f"{arch}-trained"] = str(path)
     x, y = advcli.load_dataset("digits").split("test")
     inputs = folder / "inputs.npz"
     np.savez(inputs, x=x[:count].numpy(), y=y[:count].numpy())
-    return str(path), str(inputs)
+    return trained, str(inputs)
 
 
-def configurations(args: argparse.Namespace, trained: str, inputs: str) -> list[dict[str, Any]]:
+def command(config: dict[str, Any]) -> dict[str, Any]:
+    """Time ``advcli verify`` on a trained run in a fresh process: its report's seconds and the wall time."""
+    run = config["trained"][config["model"]]
+    args = [sys.executable, "-m", "advcli", "verify", "--model", run, "--eps", ",".join(f"{e:g}" for e in config["eps"]),
+            "--method", config["method"], "--intermediate", config["intermediate"], "--samples", str(config["batch"]),
+            "--device", "cpu", "--precision", "fp32", "--json"]
+    if config["method"] == "ibp":
+        args.remove("--intermediate")
+        args.remove(config["intermediate"])
+    args += ["--bounds-only"] if not config["attacks"] else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(config["threads"])}
+    started = time.perf_counter()
+    done = subprocess.run(args, env=env, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    report = json.loads(done.stdout)
+    seconds = report["seconds"]
+    return {**config, "seconds_per_image": seconds / config["batch"], "images_per_second": config["batch"] / seconds,
+            "cpu_seconds_per_image": float("nan"), "process_wall_seconds": wall, "peak_rss_mb": float("nan"),
+            "rss_growth_mb": float("nan"), "certified": [p["certified_accuracy"] for p in report["curve"]],
+            "robust": [p["robust_accuracy"] for p in report["curve"]], "mean_worst_margin": None}
+
+
+def configurations(args: argparse.Namespace, trained: dict[str, str], inputs: str) -> list[dict[str, Any]]:
     base = {"threads": args.threads, "trained": trained, "inputs": inputs}
     methods = METHODS[:3] if args.quick else METHODS
     configs = []
@@ -126,6 +155,12 @@ def configurations(args: argparse.Namespace, trained: str, inputs: str) -> list[
         radii = [args.eps[0] * (i + 1) for i in range(length)]
         configs.append({**base, "group": "eps list", "model": "seed-cnn-trained", "method": "crown",
                         "intermediate": "crown", "eps": radii, "batch": args.samples})
+    for model in ("seed-cnn-trained", "mnist-small-trained"):
+        for method, intermediate in methods[:3]:
+            for attacks in (False, True):
+                configs.append({**base, "group": "cmd+attack" if attacks else "command", "model": model, "method": method,
+                                "intermediate": intermediate, "eps": [args.eps[-1]], "batch": args.command_samples,
+                                "attacks": attacks})
     return configs
 
 
@@ -146,7 +181,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--eps", type=float, nargs="+", default=[0.002, 0.01])
-    parser.add_argument("--epochs", type=int, default=2, help="training epochs of the trained seed-cnn")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs of the trained models")
+    parser.add_argument("--command-samples", type=int, default=100, help="images of the `advcli verify` rows")
     parser.add_argument("--quick", action="store_true", help="4 images, no alpha-crown")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -155,14 +191,14 @@ def main() -> None:
         print(json.dumps(child(json.loads(args.child))))
         return
     if args.quick:
-        args.samples = 4
+        args.samples, args.command_samples = 4, 8
     with tempfile.TemporaryDirectory() as folder:
         trained, inputs = _prepare(Path(folder), args.epochs, args.samples)
         print(f"{'group':<10} {'model':<19} {'method':<11} {'inter':<6} {'eps':<17} {'batch':>5} {'s/image':>9} "
               f"{'cpu s/img':>9} {'images/s':>9} {'peak MB':>8} {'+MB':>7}  {'certified':<16} mean worst")
         results = []
         for config in configurations(args, trained, inputs):
-            figures = _run_child(config)
+            figures = command(config) if "attacks" in config else _run_child(config)
             results.append(figures)
             print(_row(figures), flush=True)
     if args.json:

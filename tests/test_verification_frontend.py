@@ -9,7 +9,7 @@ from torch import nn
 
 import advcli
 from advcli.errors import AdvcliError
-from advcli.layers import FewChannelConv2d
+from advcli.models.layers import FewChannelConv2d
 from advcli.verification import build_graph, trace
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from verification_zoo import ZOO, margins, zoo_model
 
 import advcli.verification.intermediate as intermediate_module
 from advcli.verification import BoundGraph, input_box, margin_bounds
-from verification_zoo import ZOO, margins, zoo_model
 
 VARIANTS = [("ibp", "ibp"), ("crown", "ibp"), ("crown", "crown"), ("alpha-crown", "crown")]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from verification_zoo import ZOO, box_points, margins, zoo_model
 
 import advcli
 from advcli.verification import build_graph, input_box, margin_bounds
 from advcli.verification.intermediate import layer_bounds
-from verification_zoo import ZOO, box_points, margins, zoo_model
 
 METHOD_VARIANTS = [("ibp", "ibp"), ("crown", "ibp"), ("crown", "crown"), ("alpha-crown", "crown")]
 EPS = 0.05
@@ -34,8 +34,8 @@ def _tolerance(values: torch.Tensor) -> float:
 
 def _pgd_points(model, x, y, eps):
     generator = torch.Generator().manual_seed(3)
-    return torch.stack([advcli.pgd(model, x, y, eps=eps, steps=10, generator=generator),
-                        advcli.pgd(model, x, (y + 1) % 4, eps=eps, steps=10, generator=generator)])
+    return torch.stack([advcli.pgd(model, x, y, eps=eps, iters=10, generator=generator),
+                        advcli.pgd(model, x, (y + 1) % 4, eps=eps, iters=10, generator=generator)])
 
 
 @pytest.mark.parametrize("method,intermediate", METHOD_VARIANTS)
@@ -117,7 +117,7 @@ def test_preact_resnet18_bounds_contain_sampled_points(one_thread, method, inter
         bounds = margin_bounds(model, x, y, eps, method=method, intermediate=intermediate, upper=True)
         layers = layer_bounds(graph, graph.context(), input_box(x, eps), intermediate="ibp")
         points = box_points(x, eps, 4, torch.Generator().manual_seed(5))
-    attacked = advcli.pgd(model, x, y, eps=eps, steps=3, generator=torch.Generator().manual_seed(6))
+    attacked = advcli.pgd(model, x, y, eps=eps, iters=3, generator=torch.Generator().manual_seed(6))
     points = torch.cat([points, attacked[None]])
     with torch.no_grad():
         for point in points:

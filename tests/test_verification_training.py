@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from verification_zoo import TRAIN_EPS, SmallCertifiable, certified_model, margins, quadrant_data
 
 from advcli.errors import AdvcliError
 from advcli.verification import crown_ibp_loss, ibp_loss, margin_bounds
-from verification_zoo import TRAIN_EPS, SmallCertifiable, certified_model, margins, quadrant_data
 
 
 def _certified_accuracy(model, x, y, eps):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from .._version import __version__
-from .commands import attack, evaluate, export, train
+from .commands import attack, evaluate, export, train, verify
 from .render import out
 
 app = typer.Typer(
@@ -34,7 +34,7 @@ def main(
     """advcli: adversarial robustness from the command line."""
 
 
-for _command in (train, attack, evaluate, export):
+for _command in (train, attack, evaluate, verify, export):
     _command.register(app)
 
 

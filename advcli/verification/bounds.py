@@ -2,7 +2,8 @@
 
 The specification is the margin one (the C matrix of CROWN): for label y, lower bounds on
 ``z_y - z_j`` for every other class j, which is tighter than bounding the logits separately
-because the final layer's weights are combined before any relaxation. Methods:
+because the final layer's weights are combined before any relaxation. The methods are the folder
+registry :data:`~advcli.verification.methods.BOUND_METHODS`:
 
 * ``ibp``: interval propagation, with the affine layers after the last activation folded into
   the margins (Gowal et al., 2018);
@@ -22,26 +23,32 @@ import torch
 from torch import nn
 
 from ..errors import AdvcliError
-from .alpha import optimise_slopes
-from .coeffs import Dense
-from .crown import MEMORY_BUDGET, Sides, backward
+from .crown import MEMORY_BUDGET
 from .graph import BoundGraph, build_graph
-from .intermediate import INTERMEDIATE_METHODS, layer_bounds
+from .methods import BOUND_METHODS, INTERMEDIATE_METHODS
 from .ops import Context, Interval
 
-METHODS = ("ibp", "crown", "alpha-crown")
+
+def resolve_intermediate(method: str, intermediate: Optional[str]) -> str:
+    """The intermediate bounds `method` runs with: `intermediate`, or the method's own default; an
+    error when the method takes none (``ibp`` bounds every layer by intervals)."""
+    default = BOUND_METHODS.get(BOUND_METHODS.check(method)).default_intermediate
+    if intermediate is None:
+        return default or "ibp"
+    INTERMEDIATE_METHODS.check(intermediate)
+    if default is None and intermediate != "ibp":
+        raise AdvcliError(f"`intermediate` {intermediate} does not apply to method {method} (it bounds every layer "
+                          "by intervals)", param="intermediate")
+    return intermediate
 
 
-def check_method(method: str, intermediate: str) -> None:
-    if method not in METHODS:
-        raise AdvcliError(f"bound method must be one of {', '.join(METHODS)}, got {method!r}")
-    if intermediate not in INTERMEDIATE_METHODS:
-        raise AdvcliError(f"intermediate bounds must be one of {', '.join(INTERMEDIATE_METHODS)}, got {intermediate!r}")
+def check_method(method: str, intermediate: Optional[str]) -> None:
+    resolve_intermediate(method, intermediate)
 
 
 def check_eps(eps: float) -> None:
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 <= eps <= 1:
-        raise AdvcliError(f"eps must be a number in [0, 1], got {eps!r}")
+        raise AdvcliError(f"`eps` must be a number in [0, 1], got {eps!r}", param="eps")
 
 
 def input_box(x: torch.Tensor, eps: float, dtype: Optional[torch.dtype] = None) -> Interval:
@@ -82,23 +89,13 @@ class MarginBounds:
 
 
 def spec_bounds(graph: BoundGraph, ctx: Context, box: Interval, spec: torch.Tensor, *, method: str = "crown",
-                intermediate: str = "crown", upper: bool = False,
+                intermediate: Optional[str] = None, upper: bool = False,
                 alpha_steps: int = 20) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Lower (and, with `upper`, upper) bounds of ``spec · output`` over `box`, [N, S]."""
-    start = Dense(spec)
-    sides = Sides(start, start if upper else None)
-    if method == "ibp":
-        bounds = layer_bounds(graph, ctx, box, intermediate="ibp")
-        return backward(graph, ctx, graph.output, sides, bounds, stop=graph.activations())
-    bounds = layer_bounds(graph, ctx, box, intermediate=intermediate)
-    lower, high = backward(graph, ctx, graph.output, sides, bounds)
-    if method == "alpha-crown":
-        lower = optimise_slopes(graph, ctx, graph.output, start, bounds, lower, steps=alpha_steps)
-    # Both bounds are sound, and CROWN is not tighter than intervals everywhere (notably on
-    # interval-trained networks): keep the better of the two, at the cost of one interval pass.
-    interval_low, interval_high = backward(graph, ctx, graph.output, sides, bounds, stop=graph.activations())
-    lower = torch.maximum(lower, interval_low)
-    return lower, (None if high is None else torch.minimum(high, interval_high))
+    """Lower (and, with `upper`, upper) bounds of ``spec · output`` over `box`, [N, S], by the
+    registered bound `method` (:data:`~advcli.verification.methods.BOUND_METHODS`)."""
+    intermediate = resolve_intermediate(method, intermediate)
+    return BOUND_METHODS.get(method).bound(graph, ctx, box, spec, intermediate=intermediate, upper=upper,
+                                           alpha_steps=alpha_steps)
 
 
 def samples_per_chunk(graph: BoundGraph) -> int:
@@ -110,7 +107,7 @@ def samples_per_chunk(graph: BoundGraph) -> int:
 
 
 def margin_bounds(model: nn.Module | BoundGraph, x: torch.Tensor, y: torch.Tensor, eps: float, *,
-                  method: str = "crown", intermediate: str = "crown", upper: bool = False,
+                  method: str = "crown", intermediate: Optional[str] = None, upper: bool = False,
                   dtype: Optional[torch.dtype] = None, alpha_steps: int = 20) -> MarginBounds:
     """Margin bounds of `model` around each row of `x` (pixels in [0, 1]) with labels `y`.
 
@@ -125,9 +122,9 @@ def margin_bounds(model: nn.Module | BoundGraph, x: torch.Tensor, y: torch.Tenso
     num_classes = graph.nodes[graph.output].shape[0]
     if len(graph.nodes[graph.output].shape) != 1 or num_classes < 2:
         shape = graph.nodes[graph.output].shape
-        raise AdvcliError(f"verification needs logits of at least 2 classes, the model outputs {shape}")
+        raise AdvcliError(f"verification needs logits of at least 2 classes, the model outputs {shape}", param="model")
     if y.shape != (x.shape[0],) or (len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes)):
-        raise AdvcliError(f"labels must be {x.shape[0]} classes in [0, {num_classes})")
+        raise AdvcliError(f"labels must be {x.shape[0]} classes in [0, {num_classes})", param="y")
     training = any(module.training for module in graph.root.modules())
     chunk = x.shape[0] if training else samples_per_chunk(graph)
     lowers, uppers = [], []

@@ -13,7 +13,17 @@ from torch import nn
 
 from ..errors import AdvcliError
 from .ops import (
-    Add, BatchNorm, Conv, GlobalAvgPool, Getter, Identity, Linear, Op, Reshape, ScaleShift, conv_for_avg_pool,
+    Add,
+    BatchNorm,
+    Conv,
+    Getter,
+    GlobalAvgPool,
+    Identity,
+    Linear,
+    Op,
+    Reshape,
+    ScaleShift,
+    conv_for_avg_pool,
 )
 from .relax import MaxPool, ReLU
 from .tracing import fetch_attribute

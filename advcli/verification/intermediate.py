@@ -22,8 +22,6 @@ from .graph import BoundGraph
 from .ops import Context, Conv, Interval
 from .relax import MaxPool, ReLU, maxpool_relaxation
 
-INTERMEDIATE_METHODS = ("crown", "ibp")
-
 
 def layer_bounds(graph: BoundGraph, ctx: Context, box: Interval, *, intermediate: str = "crown",
                  upto: int | None = None) -> dict[int, Interval]:

@@ -6,7 +6,9 @@ rather than the subclass's internals. Python control flow that asks only about t
 of a tensor (seed-cnn's ``features.dim() == 4 and not features.is_contiguous()`` fast path for
 channels-last features) is answered on a concrete example input of the verified shape and the
 default layout, which is what bound propagation computes on; a condition that depends on tensor
-values is refused, since the traced branch would then hold only for some inputs.
+values is refused, since the traced branch would then hold only for some inputs. A model whose
+convolution weights are held channels-last (as training holds them) is traced with them in the
+default layout, put back afterwards: the layout changes which kernels run, not the function.
 """
 
 from __future__ import annotations
@@ -127,13 +129,24 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> fx.GraphModule:
     example = torch.full((EXAMPLE_BATCH, *input_shape), 0.5, dtype=dtype, device=device)
     tracer = BoundTracer(example)
     modes = [(module, module.training) for module in model.modules()]
+    channels_last = _holds_channels_last(model)
     model.eval()  # the example evaluation must not touch batch-norm running statistics
     try:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
         with torch.no_grad():
             graph = tracer.trace(model)
     except fx.proxy.TraceError as error:
         raise AdvcliError(f"verification cannot trace {type(model).__name__}: {str(error).splitlines()[0]}") from None
     finally:
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
         for module, training in modes:
             module.training = training
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _holds_channels_last(model: nn.Module) -> bool:
+    """Whether some 4-D parameter of `model` is held channels-last (and not also contiguous)."""
+    return any(p.ndim == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+               for p in model.parameters())
