@@ -21,7 +21,6 @@ from typing import Optional
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import AdvcliError
 from . import convert
@@ -115,18 +114,32 @@ class BoundGraph:
         return [f"{node.name}: {node.op.label if node.op else 'input'} {node.shape}" for node in self.nodes]
 
 
+class _ShapeRecorder(fx.Interpreter):
+    """Runs a GraphModule and records each node's tensor shape (None for other values). Lighter
+    than torch.fx's ShapeProp, which imports sympy (seconds) on first use."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.shapes: dict[fx.Node, Optional[tuple[int, ...]]] = {}
+
+    def run_node(self, node: fx.Node):
+        result = super().run_node(node)
+        self.shapes[node] = tuple(result.shape) if isinstance(result, torch.Tensor) else None
+        return result
+
+
 def _per_sample_shapes(gm: fx.GraphModule, input_shape: tuple[int, ...], example_dtype, device) -> dict:
     """node -> per-sample shape for tensor nodes, or None where the batch dimension is not kept."""
     runs = []
     for batch in SHAPE_BATCHES:
-        example = torch.rand(batch, *input_shape, dtype=example_dtype, device=device)
-        ShapeProp(gm).propagate(example)
-        runs.append({node: node.meta.get("tensor_meta") for node in gm.graph.nodes})
+        recorder = _ShapeRecorder(gm)
+        with torch.no_grad():
+            recorder.run(torch.rand(batch, *input_shape, dtype=example_dtype, device=device))
+        runs.append(recorder.shapes)
     shapes = {}
     for node in gm.graph.nodes:
-        metas = [run[node] for run in runs]
-        if all(isinstance(meta, torch.fx.passes.shape_prop.TensorMetadata) for meta in metas):
-            sizes = [tuple(meta.shape) for meta in metas]
+        sizes = [run.get(node) for run in runs]
+        if all(size is not None for size in sizes):
             kept = all(len(size) > 0 and size[0] == batch for size, batch in zip(sizes, SHAPE_BATCHES))
             shapes[node] = sizes[0][1:] if kept and sizes[0][1:] == sizes[1][1:] else None
     return shapes
