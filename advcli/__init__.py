@@ -2,8 +2,9 @@
 
 The public API: training (:func:`train`, :func:`robust_train`, :func:`resume_training`), attacks
 (:func:`fgsm`, :func:`bim`, :func:`pgd`, :func:`apgd`, :func:`square_attack`, :func:`auto`),
-evaluation (:func:`evaluate`, :func:`evaluate_model`, :func:`craft`), formal verification
-(:func:`verify`, :func:`verify_model`), export (:func:`export_onnx`),
+evaluation (:func:`evaluate`, :func:`evaluate_model`, :func:`craft`; of runs, ONNX files and any
+``torch.nn.Module`` behind an :class:`InputContract`), formal verification (:func:`verify`,
+:func:`verify_model`), export (:func:`export_onnx`),
 data (:func:`load_dataset`) and runs (:func:`load_run`). Names are imported when first used, so
 ``import advcli`` is quick and loads torch only once a name that needs it is touched.
 """
@@ -14,13 +15,14 @@ from ._version import __version__
 
 _EXPORTS = {
     "AdvcliError": ".errors", "AttackError": ".errors", "CheckpointError": ".errors", "DataError": ".errors",
+    "OutputError": ".errors",
     "ThreatModel": ".threat", "Registry": ".registry",
     "ATTACKS": ".attacks", "AttackConfig": ".attacks", "resolve_attack": ".attacks", "fgsm": ".attacks",
     "bim": ".attacks", "pgd": ".attacks", "apgd": ".attacks", "square_attack": ".attacks", "auto": ".attacks",
     "Dataset": ".data", "load_dataset": ".data", "FORMATS": ".data",
     "MODELS": ".models", "build_model": ".models",
     "Run": ".io.runs", "find_latest_run": ".io.runs", "load_run": ".io.runs",
-    "load_classifier": ".runtime",
+    "load_classifier": ".runtime", "InputContract": ".runtime.onnx_import",
     "EvalConfig": ".evaluation", "EvalReport": ".evaluation", "evaluate": ".evaluation",
     "evaluate_model": ".evaluation", "CraftConfig": ".evaluation", "craft": ".evaluation",
     "check_parity": ".export", "export_onnx": ".export",

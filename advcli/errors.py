@@ -47,3 +47,7 @@ class CheckpointError(AdvcliError):
 
 class AttackError(AdvcliError):
     """An attack was asked for with invalid parameters, or produced an invalid result."""
+
+
+class OutputError(AdvcliError):
+    """A destination cannot be written, or writing to it failed (a full disk, a file size limit)."""

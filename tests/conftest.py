@@ -25,6 +25,30 @@ def tiny_npz(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def micro_spec(tmp_path_factory) -> str:
+    """An even smaller digits set (120 train, 40 test, subsampled to 8x8), for runs whose arithmetic
+    is slow here (bfloat16 is emulated on CPUs without it): what they check needs no more data."""
+    x_train, y_train, x_test, y_test = generate_digits(n_train=120, n_test=40, seed=8)
+    x_train, x_test = x_train[:, 2:26:3, 2:26:3], x_test[:, 2:26:3, 2:26:3]
+    path = tmp_path_factory.mktemp("data") / "micro.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return f"npz:{path}"
+
+
+@pytest.fixture(scope="session")
+def micro_dataset(micro_spec: str):
+    return load_dataset(micro_spec)
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory, micro_dataset, micro_spec) -> Path:
+    """A seed-cnn run on the 8x8 micro set (1 epoch): enough to run commands on in bfloat16."""
+    path, _ = train(TrainConfig.of(data=micro_spec, epochs=1, device="cpu", precision="fp32"),
+                    out=tmp_path_factory.mktemp("runs") / "micro", dataset=micro_dataset)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_spec(tiny_npz: Path) -> str:
     return f"npz:{tiny_npz}"
 

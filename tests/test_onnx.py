@@ -1,4 +1,5 @@
-"""ONNX export and evaluation under onnxruntime: round trip, parity, bad files, providers, transfer."""
+"""ONNX export and evaluation under onnxruntime: round trip, parity, bad files, providers, transfer
+(with the file's conversion to torch turned off: white-box on the file is in test_foreign_models.py)."""
 
 from __future__ import annotations
 
@@ -132,9 +133,10 @@ def test_export_rejects_unsupported_opsets(trained_run, tmp_path, opset):
 
 def test_onnx_eval_matches_torch_and_labels_transfer(exported, trained_run):
     common = ("--attack", "bim", "--attack", "square", "--iters", 10, "--queries", 20, "--samples", 40, "--json")
-    result = invoke("eval", "--model", exported, "--device", "cpu", *common)
+    result = invoke("eval", "--model", exported, "--device", "cpu", "--no-convert", *common)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    assert report["white_box"]["mode"] == "transfer" and "`convert` is off" in report["white_box"]["reason"]
     torch_report = json.loads(invoke("eval", "--model", trained_run, "--device", "cpu", *common).stdout)
 
     assert report["backend"] == "onnxruntime" and report["execution_providers"] == ["CPUExecutionProvider"]
@@ -151,7 +153,7 @@ def test_onnx_eval_matches_torch_and_labels_transfer(exported, trained_run):
 
 
 def test_onnx_eval_table_and_thresholds(exported):
-    result = invoke("eval", "--model", exported, "--device", "cpu", "--iters", 2, "--samples", 20,
+    result = invoke("eval", "--model", exported, "--device", "cpu", "--iters", 2, "--samples", 20, "--no-convert",
                     "--min-robust-accuracy", 1.0)
     assert result.exit_code == 1
     assert "transfer" in result.stdout and "onnxruntime" in result.stdout
@@ -159,7 +161,8 @@ def test_onnx_eval_table_and_thresholds(exported):
 
 
 def test_square_alone_needs_no_torch_weights(exported, tmp_path):
-    """A file away from any checkpoint: black-box attacks still run, transfer asks for --source."""
+    """A file away from any checkpoint: black-box attacks still run; with no conversion and no transfer
+    source, gradient attacks are replaced by square, and the report and stderr say so."""
     lonely = tmp_path / "deployed.onnx"
     shutil.copy(exported, lonely)
     meta = onnx.load(str(lonely))
@@ -171,8 +174,16 @@ def test_square_alone_needs_no_torch_weights(exported, tmp_path):
                     "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["attacks"][0]["transfer_from"] is None
-    missing = invoke("eval", "--model", lonely, "--attack", "bim", "--samples", 20, "--device", "cpu")
-    assert missing.exit_code == 2 and "--source" in missing.stderr and one_line(missing.stderr)
+    missing = invoke("eval", "--model", lonely, "--attack", "bim", "--samples", 20, "--device", "cpu", "--no-convert",
+                     "--queries", 10, "--json")
+    assert missing.exit_code == 0, missing.output
+    report = json.loads(missing.stdout)
+    assert [attack["name"] for attack in report["attacks"]] == ["square"] and report["white_box"]["mode"] == "black-box"
+    assert "no transfer source" in report["white_box"]["transfer_error"] or "not found" in report["white_box"]["transfer_error"]
+    assert "replaced by square" in missing.stderr
+    named = invoke("eval", "--model", lonely, "--attack", "bim", "--samples", 20, "--device", "cpu", "--no-convert",
+                   "--source", tmp_path / "absent")
+    assert named.exit_code == 2 and one_line(named.stderr)  # a source that was asked for must load
 
 
 def test_transfer_source_follows_a_moved_run_or_source_option(trained_run, tmp_path):
@@ -181,10 +192,10 @@ def test_transfer_source_follows_a_moved_run_or_source_option(trained_run, tmp_p
     export_onnx(load_run(moved_from), moved_from / "model.onnx", parity_samples=16)
     moved = tmp_path / "moved"
     moved_from.rename(moved)
-    report = evaluate(model=str(moved / "model.onnx"), attacks=("fgsm",), samples=10, device="cpu")
+    report = evaluate(model=str(moved / "model.onnx"), attacks=("fgsm",), samples=10, device="cpu", convert=False)
     assert report.attacks[0].transfer_from == str(moved)
     explicit = evaluate(model=str(moved / "model.onnx"), attacks=("fgsm",), samples=10, device="cpu",
-                        source=str(trained_run))
+                        source=str(trained_run), convert=False)
     assert explicit.attacks[0].transfer_from == str(trained_run)
 
 
@@ -288,7 +299,7 @@ def test_training_reports_the_device_that_ran(tiny_spec, tmp_path):
 
 def test_auto_on_an_onnx_file_transfers_white_box_members_and_queries_the_file(exported, trained_run):
     report = evaluate(model=str(exported), attacks=("auto",), iters=3, queries=10, samples=12, device="cpu",
-                      sanity_samples=0)
+                      sanity_samples=0, convert=False)
     (result,) = report.attacks
     payload = result.to_dict()
     assert report.backend == "onnxruntime" and payload["transfer_from"] == str(trained_run)
@@ -303,7 +314,7 @@ def test_transfer_from_a_different_surrogate_is_judged_by_the_file(exported, tin
     trained = invoke("train", "--data", tiny_spec, "--epochs", 1, "--seed", 7, "--out", surrogate, "--json")
     assert trained.exit_code == 0, trained.output
     report = evaluate(model=str(exported), attacks=("bim",), iters=3, samples=16, device="cpu",
-                      source=str(surrogate), sanity_samples=0)
+                      source=str(surrogate), sanity_samples=0, convert=False)
     assert report.attacks[0].transfer_from == str(surrogate)
     assert report.transfer_fingerprint == load_run(surrogate).fingerprint
     assert report.robust_accuracy <= report.clean_accuracy

@@ -237,18 +237,18 @@ def _dtype_recorder(monkeypatch) -> list[torch.dtype]:
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_each_method_trains_in_bf16(method, tiny_dataset, tiny_spec, monkeypatch):
+def test_each_method_trains_in_bf16(method, micro_dataset, micro_spec, monkeypatch):
     seen = _dtype_recorder(monkeypatch)
-    config = TrainConfig.of(data=tiny_spec, device="cpu", epochs=1, batch_size=200, method=method,
-                         eps=0.0 if method == "none" else 0.1, iters=2 if method in ("pgd", "trades") else None,
-                         val_iters=2, precision="bf16")
-    result = train_model(config, dataset=tiny_dataset)
+    config = TrainConfig.of(data=micro_spec, device="cpu", epochs=1, batch_size=60, method=method,
+                            eps=0.0 if method == "none" else 0.1, iters=2 if method in ("pgd", "trades") else None,
+                            val_iters=2, precision="bf16")
+    result = train_model(config, dataset=micro_dataset)
     assert result.config.precision == "bf16" and result.metrics["precision"] == "bf16"
     assert torch.bfloat16 in seen  # the steps ran under autocast
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in result.history)
     assert all(p.stride() == torch.empty(p.shape).stride() for p in result.model.parameters())  # default layout
     with torch.no_grad():  # the recorded figure is the float32 accuracy of the model returned
-        recomputed = float((result.model(tiny_dataset.x_test).argmax(1) == tiny_dataset.y_test).float().mean())
+        recomputed = float((result.model(micro_dataset.x_test).argmax(1) == micro_dataset.y_test).float().mean())
     assert result.metrics["clean_test_accuracy"] == pytest.approx(recomputed, abs=1e-6)
 
 
@@ -263,21 +263,22 @@ def test_fp32_training_never_autocasts(tiny_dataset, tiny_spec, monkeypatch):
 # Command line -------------------------------------------------------------------------------
 
 
-def test_training_records_the_resolved_precision(tiny_spec, tmp_path):
-    result = invoke("robust-train", "--data", tiny_spec, "--epochs", 1, "--val-iters", 2, "--device", "cpu",
+def test_training_records_the_resolved_precision(micro_spec, tmp_path):
+    result = invoke("robust-train", "--data", micro_spec, "--epochs", 1, "--val-iters", 2, "--device", "cpu",
                     "--precision", "bf16", "--out", tmp_path / "run", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["precision"] == "bf16"
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert meta["config"]["precision"] == "bf16" and meta["training"]["precision"] == "bf16"
-    result = invoke("train", "--data", tiny_spec, "--epochs", 1, "--device", "cpu", "--out", tmp_path / "auto", "--json")
+    result = invoke("train", "--data", micro_spec, "--epochs", 1, "--device", "cpu", "--out", tmp_path / "auto", "--json")
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "auto" / "model.json").read_text())
     assert meta["config"]["precision"] == resolve_precision("auto", CPU, training=True) != "auto"
 
 
 @pytest.mark.parametrize("choice", ["fp32", "bf16"])
-def test_eval_and_attack_accept_the_option_and_report_it(choice, trained_run, tmp_path):
+def test_eval_and_attack_accept_the_option_and_report_it(choice, micro_run, tmp_path):
+    trained_run = micro_run
     result = invoke("eval", "--model", trained_run, "--samples", 40, "--device", "cpu", "--sanity-samples", 0,
                     "--precision", choice, "--json")
     assert result.exit_code == 0, result.output

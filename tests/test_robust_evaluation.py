@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from advcli.attacks import resolve_attack
 from advcli.cli import app
-from advcli.errors import AttackError
+from advcli.errors import AdvcliError, AttackError
 from advcli.evaluation import evaluate_model, parse_eps
 from advcli.runtime import predict
 
@@ -175,12 +175,12 @@ def test_parse_eps():
 def test_sanity_checks_stay_quiet_on_a_normal_model(linear_model, linear_batch):
     x, y = linear_batch
     report = evaluate_model(linear_model, x, y, attacks=("fgsm", "pgd", "square"), eps=(0.02, 0.05), queries=100)
-    assert len(report.sanity) == 6 and all(check.checked for check in report.sanity)
+    assert len(report.sanity) == 8 and all(check.checked for check in report.sanity)
     assert fired(report) == set(), [check.detail for check in report.sanity if check.fired]
     payload = report.to_dict()["sanity"]
     assert {entry["name"] for entry in payload} == {
-        "probability-outputs", "zero-gradients", "above-chance-unbounded", "accuracy-increases-with-eps",
-        "fgsm-far-above-pgd", "black-box-beats-white-box"}
+        "finite-outputs", "probability-outputs", "zero-gradients", "non-differentiable-operators",
+        "above-chance-unbounded", "accuracy-increases-with-eps", "fgsm-far-above-pgd", "black-box-beats-white-box"}
     assert all(isinstance(entry["detail"], str) and entry["detail"] for entry in payload)
 
 
@@ -197,6 +197,37 @@ def test_sanity_check_fires_on_probability_outputs(linear_model, linear_batch):
     x, y = linear_batch
     report = evaluate_model(SoftmaxNet(linear_model), x, y, attacks=("pgd",), eps=0.05, iters=5)
     assert "probability-outputs" in fired(report)
+
+
+class NaNAwayFromData(nn.Module):
+    """`inner`, with NaN outputs wherever a pixel leaves [0.25, 0.75] (where its data lie)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(x)
+        outside = ((x < 0.25) | (x > 0.75)).flatten(1).any(1)
+        return torch.where(outside[:, None], torch.full_like(logits, math.nan), logits)
+
+
+def test_sanity_check_fires_on_non_finite_outputs_near_the_data(linear_model, linear_batch):
+    x, _ = linear_batch
+    x = 0.3 + 0.4 * x
+    with torch.no_grad():
+        y = linear_model(x).argmax(1)
+    options = dict(attacks=("pgd",), eps=0.02, iters=3, sanity_samples=0)
+    report = evaluate_model(NaNAwayFromData(linear_model), x, y, **options)
+    assert "finite-outputs" in fired(report)
+    assert "0 of 32 samples" in next(check.detail for check in report.sanity if check.name == "finite-outputs")
+    assert "finite-outputs" not in fired(evaluate_model(linear_model, x, y, **options))
+
+
+def test_non_finite_outputs_on_the_samples_are_refused_not_scored(linear_model, linear_batch):
+    x, y = linear_batch  # pixels all over [0, 1]: every output is NaN
+    with pytest.raises(AdvcliError, match="NaN or infinite on 32 of 32 clean samples"):
+        evaluate_model(NaNAwayFromData(linear_model), x, y, attacks=("pgd",), eps=0.02, iters=3)
 
 
 def test_sanity_checks_fire_when_fgsm_is_far_weaker_or_eps_helps():

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from advcli.data import Dataset, load_dataset
-from advcli.errors import AdvcliError, CheckpointError
+from advcli.errors import AdvcliError, CheckpointError, OutputError
 from advcli.io.runs import load_run
 from advcli.training import (
     LR_SCHEDULES,
@@ -323,7 +323,7 @@ RESUME_CASES = {
     "n-fgsm": dict(method="n-fgsm", on_collapse="rollback", collapse_drop=0.01),
     "none": dict(method="none", eps=0.0),
     "fgsm-rs-fp32": dict(method="fgsm-rs", precision="fp32", val_every=4),
-    "free-bf16": dict(method="free", replays=2, epochs=4, val_every=3, precision="bf16"),
+    "free-bf16": dict(method="free", replays=2, epochs=2, val_every=3, precision="bf16"),
     "ibp": dict(method="ibp", eps_ramp=1, optimizer="adam", lr=0.001, val_every=4),
     "crown-ibp": dict(method="crown-ibp", eps=0.05, eps_ramp=1, val_every=5, on_collapse="rollback",
                       collapse_drop=0.01),
@@ -392,7 +392,7 @@ def test_resume_refuses_finished_altered_or_occupied_runs(small, small_spec, tmp
         resume_training(finished, dataset=small)
     stopped = save_training(train_model(config, dataset=small, should_stop=_stop_after(2)), tmp_path / "stopped")
     (tmp_path / "stopped-resumed").mkdir()
-    with pytest.raises(CheckpointError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         resume_training(stopped, dataset=small)
     state = stopped / "resume.safetensors"
     data = bytearray(state.read_bytes())

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from advcli.errors import CheckpointError
+from advcli.errors import CheckpointError, OutputError
 from advcli.io.runs import find_latest_run, load_run, save_run
 
 
@@ -81,7 +81,7 @@ def test_missing_run_is_reported(tmp_path):
 
 def test_existing_run_is_never_overwritten(trained_run):
     before = (trained_run / "model.json").read_text()
-    with pytest.raises(CheckpointError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         save_run(trained_run, torch.nn.Linear(2, 2), {}, [])
     assert (trained_run / "model.json").read_text() == before
 

@@ -35,11 +35,14 @@ def run_sequence(
     *,
     generator: Optional[torch.Generator] = None,
     attacker: Optional[Callable[[AttackConfig], nn.Module]] = None,
+    accept: Optional[Callable[[torch.Tensor, torch.Tensor, AttackConfig], torch.Tensor]] = None,
 ) -> SequenceOutcome:
     """Run `members` in order, each on the samples that no earlier member fooled.
 
     `model` judges which samples are fooled; `attacker(member)` (default: `model`) is what a member
-    attacks, e.g. a source checkpoint for transfer or a query-counting wrapper.
+    attacks, e.g. a source checkpoint for transfer or a query-counting wrapper. `accept(candidate,
+    clean, member)` moves each member's candidates onto the inputs the model accepts (e.g. a uint8
+    grid) before they are judged, so what is judged is what is kept.
     Returns, per sample, the first misclassified point found, else the last member's best try.
     """
     x_adv = x.detach().clone()
@@ -56,6 +59,8 @@ def run_sequence(
             if len(members) == 1:
                 targets[todo] = member_targets
         candidate = member.run(attacked, x[todo], y[todo], generator=generator, targets=member_targets)
+        if accept is not None:
+            candidate = accept(candidate, x[todo], member)
         with attack_mode(model):
             fooled = predict(model, candidate) != y[todo]
         x_adv[todo] = candidate

@@ -1,30 +1,24 @@
 """Exit codes and the error handling every command shares: our own errors become one line naming the
-command's flags, and exit 2; Ctrl-C becomes exit 130."""
+command's flags, and exit 2; Ctrl-C becomes exit 130. Running out of memory, and file errors the
+library did not foresee, are one line and exit 2 as well: never a traceback."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import typer
 
 from ..errors import AdvcliError
+from .flags import _FLAGS, flag_names
 from .render import fail
+
+__all__ = ["EXIT_THRESHOLD", "EXIT_USAGE", "EXIT_INTERRUPTED", "flag_names", "handles_errors"]
 
 EXIT_THRESHOLD = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-_FLAGS: dict[str, str] = {}  # library parameter name -> the running command's flag for it
-
-
-def flag_names() -> Callable[[str], Optional[str]]:
-    """Map a library parameter name (as errors and warnings reference it) to the running command's
-    flag for it, or to the plain name when the command has no such flag."""
-    flags = dict(_FLAGS)
-    return lambda name: flags.get(name, name)
 
 
 def _command_flags(context: typer.Context) -> dict[str, str]:
@@ -56,6 +50,11 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             fail(error.render(flag_names()), EXIT_USAGE)
         except KeyboardInterrupt:
             fail("interrupted", EXIT_INTERRUPTED)
+        except MemoryError:
+            fail("out of memory: this input needs more memory than the machine has free", EXIT_USAGE)
+        except OSError as error:
+            where = f"{error.filename}: " if error.filename else ""
+            fail(f"{where}{error.strerror or error}", EXIT_USAGE)
 
     context = inspect.Parameter("_context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
     wrapper.__signature__ = signature.replace(parameters=[context, *own])  # type: ignore[attr-defined]

@@ -1,19 +1,63 @@
 """The Typer application and the console entry point.
 
 Commands import the library inside their bodies, so ``advcli --help`` and usage errors answer
-without loading torch.
+without loading torch. Usage errors (an unknown option, a bad choice, a value out of range) are one
+line ``error: ...`` and exit 2, as every other bad input is: the application's group does that
+itself, so the console entry point and Typer's CliRunner behave alike.
 """
 
 from __future__ import annotations
 
+import sys
+from typing import Any, Optional, Sequence
+
 import typer
+from typer.core import TyperGroup
 
 from .._version import __version__
 from .commands import attack, evaluate, export, train, verify
-from .render import out
+from .failures import EXIT_USAGE
+from .render import error_line, out
+
+# Click's exception for anything it refuses (typer vendors Click; its class is reached through
+# typer's public BadParameter rather than typer's private modules).
+_CLICK_EXCEPTION = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
+
+
+def usage_message(error: Exception) -> str:
+    """Click's message for a usage error, on one line, with where to read the command's options."""
+    message = " ".join(error.format_message().split())  # type: ignore[attr-defined]
+    context = getattr(error, "ctx", None)
+    if context is not None and context.command.get_help_option(context) is not None:
+        message += f" (see: {context.command_path} {context.help_option_names[0]})"
+    return message
+
+
+class OneLineErrors(TyperGroup):
+    """The application's group: runs as Typer does, but prints Click's usage errors as one
+    ``error:`` line (exit 2) instead of a usage box, and turns its exit codes into the process's."""
+
+    def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None,
+             complete_var: Optional[str] = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _CLICK_EXCEPTION as error:
+            if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                error_line(usage_message(error))
+            sys.exit(getattr(error, "exit_code", EXIT_USAGE))
+        except typer.Abort:
+            error_line("aborted")
+            sys.exit(1)
+        # Without standalone mode, Typer returns an Exit's code (Ctrl-C outside a command is 130)
+        # and a command's return value otherwise; our commands return None.
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="advcli",
+    cls=OneLineErrors,
     help="Train image classifiers robust to adversarial examples, attack them, measure and export them.",
     no_args_is_help=True,
     add_completion=False,

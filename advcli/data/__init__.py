@@ -15,6 +15,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "parse_data_spec": ".spec",
     "default_cache_dir": ".spec",
     "select_samples": ".selection",
+    "DataLimits": ".limits",
     "FORMATS": ".formats",
     "Format": ".formats",
     "generate_digits": ".formats.digits",
@@ -23,4 +24,4 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 })
 
 __all__ = ["Dataset", "make_dataset", "DEFAULT_DATA", "load_dataset", "parse_data_spec", "default_cache_dir",
-           "select_samples", "FORMATS", "Format", "generate_digits", "digit_fonts", "DIGITS_VERSION"]
+           "select_samples", "DataLimits", "FORMATS", "Format", "generate_digits", "digit_fonts", "DIGITS_VERSION"]

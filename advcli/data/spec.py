@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import DataError
 from .formats import FORMATS
+from .limits import DataLimits, format_bytes, resolve_limits
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -55,10 +56,17 @@ def default_cache_dir() -> pathlib.Path:
     return pathlib.Path.home() / ".cache" / "advcli"
 
 
-def load_dataset(spec: str = DEFAULT_DATA, *, cache_dir: pathlib.Path | None = None) -> "Dataset":
-    """Load the dataset named by `spec`; `cache_dir` is where generated or downloaded data is kept."""
+def load_dataset(spec: str = DEFAULT_DATA, *, cache_dir: pathlib.Path | None = None,
+                 limits: DataLimits | None = None) -> "Dataset":
+    """Load the dataset named by `spec`; `cache_dir` is where generated or downloaded data is kept,
+    `limits` what its files may make us allocate (default: :meth:`DataLimits.current`)."""
     name, path = parse_data_spec(spec)
     if name not in FORMATS:
         raise DataError(f"unknown data format {name!r} in {spec!r}; known formats: {', '.join(known_specs())}",
                         param="data")
-    return FORMATS.get(name).load(path, cache_dir=cache_dir)
+    limits = resolve_limits(limits)
+    try:
+        return FORMATS.get(name).load(path, cache_dir=cache_dir, limits=limits)
+    except MemoryError:
+        raise DataError(f"{spec}: not enough memory to load it (the limit is {format_bytes(limits.max_bytes)} as "
+                        "float32; the machine has less free)", param="data") from None

@@ -9,6 +9,7 @@ from ..attacks.config import AttackConfig, resolve_attack
 from ..errors import AdvcliError
 from ..runtime.backends import BACKENDS
 from ..runtime.device import DEVICES
+from ..runtime.onnx_import.contract import InputContract
 from ..runtime.precision import check_precision
 from ..settings import FlatSettings, check_seed
 from ..threat import NORMS, ThreatModel
@@ -104,9 +105,12 @@ class Gate:
 class EvalConfig(FlatSettings):
     """Everything that decides an evaluation; saved (flat) with every report.
 
-    `model` is a run folder or an ONNX file (None: the newest run); `data` a data spec (None: the
-    model's own); `backend` None follows from the model path; `source` is the checkpoint that crafts
-    white-box attacks on an ONNX model (transfer).
+    `model` is a run folder, an ONNX file or (trusted) a TorchScript or torch.export file (None: the
+    newest run); `data` a data spec (None: the model's own); `backend` None follows from the model
+    path; `contract` says what a foreign model takes and gives; `convert` lets an ONNX file be
+    converted to torch for white-box attacks; `source` is the checkpoint that crafts white-box
+    attacks when the model cannot (transfer); `trust_pickled_model` allows loading files that run
+    code when loaded.
     """
 
     model: Optional[str] = None
@@ -121,6 +125,9 @@ class EvalConfig(FlatSettings):
     sanity_samples: int = 100
     backend: Optional[str] = None
     source: Optional[str] = None
+    contract: InputContract = field(default_factory=InputContract)
+    convert: bool = True
+    trust_pickled_model: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attacks", tuple(self.attacks) if not isinstance(self.attacks, str) else (self.attacks,))
@@ -151,6 +158,26 @@ class EvalConfig(FlatSettings):
             raise AdvcliError(f"`sanity_samples` must be >= 0, got {self.sanity_samples}", param="sanity_samples")
         for eps in self.eps_values():
             self.resolved_attacks(eps)
+
+
+MAX_CLASS_NAMES_BYTES = 1 << 20
+
+
+def read_class_names(text: Optional[str]) -> Optional[str | tuple[str, ...]]:
+    """`text` as the command line gives it: names separated by commas, or a text file (one name per
+    line, at most 1 MiB) when it names one."""
+    from pathlib import Path
+
+    if text is None or "," in text or not Path(text).is_file():
+        return text
+    path = Path(text)
+    if path.stat().st_size > MAX_CLASS_NAMES_BYTES:
+        raise AdvcliError(f"`class_names` file {path} is over {MAX_CLASS_NAMES_BYTES:,} bytes", param="class_names")
+    try:
+        names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    except UnicodeDecodeError:
+        raise AdvcliError(f"`class_names` file {path} is not UTF-8 text", param="class_names") from None
+    return names
 
 
 def parse_eps(text: str) -> float | tuple[float, ...]:

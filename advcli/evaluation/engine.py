@@ -19,7 +19,7 @@ import torch
 from ..attacks.config import AttackConfig
 from ..attacks.sequence import run_sequence
 from ..errors import AdvcliError, AttackError
-from ..runtime.execution import predict
+from ..runtime.execution import by_chunks, predict
 from ..runtime.victim import QueryCounter, Victim
 from .report import AttackResult
 
@@ -38,12 +38,20 @@ class AttackedSamples:
     adversarials: Optional[torch.Tensor] = None  # the adversarial examples, when kept
 
 
+@torch.no_grad()
 def clean_predictions(victim: Victim, x: torch.Tensor, *, batch_size: int) -> torch.Tensor:
-    """The judge's labels for `x`, in batches, written into one tensor sized once."""
+    """The judge's labels for `x`, in batches, written into one tensor sized once. Outputs that are
+    NaN or infinite are refused: no label follows from them, and an accuracy counted over them would
+    not be a measurement."""
     predictions = torch.empty(len(x), dtype=torch.long)
+    non_finite = 0
     for start in range(0, len(x), batch_size):
-        predictions[start:start + batch_size] = predict(victim.judge, x[start:start + batch_size].to(
-            victim.device, non_blocking=True))
+        logits = by_chunks(victim.judge, x[start:start + batch_size].to(victim.device, non_blocking=True))
+        non_finite += int((~torch.isfinite(logits).all(1)).sum())
+        predictions[start:start + batch_size] = logits.argmax(1).cpu()
+    if non_finite:
+        raise AdvcliError(f"the model's outputs are NaN or infinite on {non_finite} of {len(x)} clean samples: "
+                          "no prediction follows from them, so no accuracy is reported")
     return predictions
 
 
@@ -73,6 +81,9 @@ def attack_samples(
     def attacker(member: AttackConfig) -> torch.nn.Module:
         return counter if member.black_box else victim.crafter
 
+    def accept(candidate: torch.Tensor, clean: torch.Tensor, member: AttackConfig) -> torch.Tensor:
+        return victim.accept(candidate, clean, member.eps, member.norm)  # type: ignore[misc]
+
     generator = torch.Generator(device=victim.device).manual_seed(seed)
     count = len(rows)
     # Results go straight into tensors sized once: nothing small is kept per batch, which would pin
@@ -86,7 +97,8 @@ def attack_samples(
         chosen = rows[start:start + batch_size]
         xb = x[chosen].to(victim.device, non_blocking=True)
         yb = y[chosen].to(victim.device, non_blocking=True)
-        outcome = run_sequence(victim.judge, xb, yb, members, generator=generator, attacker=attacker)
+        outcome = run_sequence(victim.judge, xb, yb, members, generator=generator, attacker=attacker,
+                               accept=accept if victim.accept is not None else None)
         largest = max(largest, attack.threat.check(xb, outcome.x_adv, attack.name))
         predicted = predict(victim.judge, outcome.x_adv)
         disagree = int(((predicted != yb) != (outcome.fooled_by >= 0)).sum())

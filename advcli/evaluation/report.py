@@ -3,7 +3,7 @@ report with everything needed to rerun it (its JSON form is what ``advcli eval -
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from ..attacks.config import AttackConfig
@@ -113,6 +113,8 @@ class EvalReport:
     notes: list[str] = field(default_factory=list)  # e.g. a device fallback
     transfer_fingerprint: Optional[str] = None  # weights that crafted transfer attacks
     precision: str = "fp32"  # what white-box attack gradients ran in; fp32 when no torch model crafts
+    white_box: Optional[dict[str, Any]] = None  # what crafted the white-box attacks, and why (victims.prepare)
+    warnings: list[str] = field(default_factory=list)  # signs that the input contract misdescribes the model
 
     @property
     def passed(self) -> bool:
@@ -133,6 +135,9 @@ class EvalReport:
             "execution_providers": self.execution_providers,
             "notes": self.notes,
             "transfer_from_fingerprint": self.transfer_fingerprint,
+            "white_box": self.white_box,
+            "contract": asdict(self.config.contract),
+            "warnings": self.warnings,
             "clean_accuracy": self.clean_accuracy,
             "robust_accuracy": self.robust_accuracy,
             "attacks": [result.to_dict() for result in self.attacks],

@@ -25,6 +25,7 @@ from ..data.selection import select_samples
 from ..data.spec import load_dataset
 from ..errors import AdvcliError
 from ..io.atomic import atomic_path, write_json_atomic
+from ..io.destinations import check_destination
 from ..io.provenance import file_sha256, package_versions, utc_now
 from ..io.runs import Run
 from ..runtime.backends.onnxruntime import create_session, ort_errors, ort_message
@@ -102,7 +103,7 @@ def onnx_metadata(run: Run) -> dict[str, str]:
         "advcli.training_method": str(training.get("method", "none")),
         "advcli.training_eps": str(training.get("eps", 0.0)),
         "advcli.source_fingerprint": run.fingerprint,
-        "advcli.source_run": str(run.path),
+        "advcli.source_run": str(run.path.absolute()),  # found again from any working folder
         "advcli.data": run.data_spec,
         "advcli.data_fingerprint": str(run.meta.get("data", {}).get("fingerprint", "")),
     }
@@ -155,9 +156,7 @@ def export_onnx(
     out = Path(out)
     parity_path = parity_file_of(out)
     for target in (out, parity_path):
-        if target.exists():
-            raise AdvcliError(f"{target} already exists; choose another `out` (results are never overwritten)",
-                              param="out")
+        check_destination(target, param="out")
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise AdvcliError(f"`opset` must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}", param="opset")
     if not isinstance(parity_samples, int) or parity_samples < 1:
@@ -172,7 +171,7 @@ def export_onnx(
         with atomic_path(out, suffix=".onnx") as tmp:
             digest, parity = _export_checked(model, x, tmp, out, opset, metadata, run, postprocess)
             write_json_atomic(parity_path, {
-                "onnx": str(out), "onnx_sha256": digest, "opset": opset, "source_run": str(run.path),
+                "onnx": str(out), "onnx_sha256": digest, "opset": opset, "source_run": str(run.path.absolute()),
                 "source_fingerprint": run.fingerprint, "data": dataset.spec, "data_fingerprint": dataset.fingerprint,
                 "split": "test", **parity.to_dict(), "versions": package_versions(), "created": utc_now(),
             })
@@ -202,7 +201,7 @@ def _export_checked(model: nn.Module, x: torch.Tensor, tmp: Path, out: Path, ops
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.doc_string = f"advcli {run.meta.get('architecture', 'model')} exported from {run.path}"
+    proto.doc_string = f"advcli {run.meta.get('architecture', 'model')} exported from {run.path.absolute()}"
     if postprocess is not None:
         postprocess(proto)
     try:

@@ -1,1 +1,2 @@
-"""Files advcli writes and reads: atomic writes, run folders, resume states, provenance, figures."""
+"""Files advcli writes and reads: atomic writes and their destinations, run folders, resume states,
+the schemas of the JSON it reads back, stored tensors' layouts, provenance, figures."""

@@ -1,6 +1,8 @@
 """PNG figures: training-loss curves, grids of predictions and robustness curves.
 
-Matplotlib is imported lazily; every figure is written atomically (:mod:`advcli.io.atomic`).
+Matplotlib is imported lazily; every figure is written atomically (:mod:`advcli.io.atomic`). Text
+that comes from users or data (class names, run and dataset names) is drawn as it is, never parsed
+as mathtext (a class named ``$x^$`` would otherwise break the figure).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def save_loss_curve(history: Sequence[dict[str, Any]], path: Path, *, title: str
     if not validated:
         ax.set_xlabel("Iteration")
     ax.set_ylabel("Loss")
-    ax.set_title(title)
+    ax.set_title(title, parse_math=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
@@ -104,7 +106,8 @@ def save_prediction_grid(
         else:
             ax.imshow(np.transpose(image, (1, 2, 0)))
         correct = int(predictions[index]) == int(labels[index])
-        ax.set_title(f"Prediction: {classes[int(predictions[index])]}", color="green" if correct else "red", fontsize=9)
+        ax.set_title(f"Prediction: {classes[int(predictions[index])]}", color="green" if correct else "red", fontsize=9,
+                     parse_math=False)
     fig.tight_layout()
     _save(fig, path)
 
@@ -134,7 +137,7 @@ def save_robustness_curve(
     ax.set_xlabel("eps")
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, parse_math=False)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()

@@ -21,11 +21,11 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from ..errors import CheckpointError
+from .documents import RESUME_FORMAT, RESUME_FORMAT_VERSION, RESUME_SCHEMA
+from .schema import MAX_DOCUMENT_BYTES, parse_document, validate
 
 RESUME_TENSORS_FILE = "resume.safetensors"
 RESUME_INFO_FILE = "resume.json"
-RESUME_FORMAT = "advcli-resume"
-RESUME_FORMAT_VERSION = 1
 
 
 def _sha256(data: bytes) -> str:
@@ -93,27 +93,30 @@ def resume_files(state: ResumeState) -> tuple[dict[str, bytes], dict[str, Any]]:
     return {RESUME_TENSORS_FILE: tensor_bytes, RESUME_INFO_FILE: info_bytes}, entry
 
 
-def read_resume_state(run_path: Path, entry: dict[str, Any]) -> ResumeState:
-    """Read and verify the resume state a run folder's model.json points to."""
-    contents = {}
-    for kind in ("tensors", "info"):
-        path = run_path / str(entry.get(kind, ""))
-        if not path.is_file():
-            raise CheckpointError(f"{path}: resume file is missing")
-        data = path.read_bytes()
-        if _sha256(data) != entry.get(f"{kind}_sha256"):
-            raise CheckpointError(f"{path}: checksum mismatch, the resume state is corrupt or was altered")
-        contents[kind] = data
-    try:
-        tensors = load_tensors(contents["tensors"])
-    except (SafetensorError, ValueError) as error:
-        raise CheckpointError(f"{run_path / RESUME_TENSORS_FILE}: unreadable safetensors file ({error})") from None
-    try:
-        info = json.loads(contents["info"])
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{run_path / RESUME_INFO_FILE}: corrupt JSON ({error})") from None
+def _read_checked(path: Path, digest: str, limit: int) -> bytes:
+    """The bytes of `path`, which must be a file of at most `limit` bytes with the sha256 `digest`."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: resume file is missing")
+    if path.stat().st_size > limit:
+        raise CheckpointError(f"{path}: {path.stat().st_size} bytes, more than a resume state of this run can hold")
+    data = path.read_bytes()
+    if _sha256(data) != digest:
+        raise CheckpointError(f"{path}: checksum mismatch, the resume state is corrupt or was altered")
+    return data
+
+
+def read_resume_state(run_path: Path, entry: dict[str, Any], *, max_tensor_bytes: int) -> ResumeState:
+    """Read and verify the resume state a run folder's model.json points to (an entry that fits
+    model.json's schema); `max_tensor_bytes` bounds resume.safetensors before it is read."""
+    tensors_path, info_path = run_path / entry["tensors"], run_path / entry["info"]
+    info_bytes = _read_checked(info_path, entry["info_sha256"], MAX_DOCUMENT_BYTES)
+    tensor_bytes = _read_checked(tensors_path, entry["tensors_sha256"], max_tensor_bytes)
+    info = parse_document(info_bytes, str(info_path))
     if not isinstance(info, dict) or info.get("format") != RESUME_FORMAT:
-        raise CheckpointError(f"{run_path / RESUME_INFO_FILE}: not an advcli resume state")
-    if info.get("format_version", 0) > RESUME_FORMAT_VERSION:
-        raise CheckpointError(f"{run_path / RESUME_INFO_FILE}: written by a newer advcli")
+        raise CheckpointError(f"{info_path}: not an advcli resume state")
+    validate(info, RESUME_SCHEMA, str(info_path))
+    try:
+        tensors = load_tensors(tensor_bytes)
+    except (SafetensorError, ValueError) as error:
+        raise CheckpointError(f"{tensors_path}: unreadable safetensors file ({error})") from None
     return ResumeState(tensors=tensors, info=info)

@@ -8,7 +8,6 @@ interrupted or failed save never leaves a half-written run and never replaces an
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,13 +18,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import CheckpointError
+from ..data.limits import DataLimits
+from ..errors import CheckpointError, OutputError
 from ..models import build_model
 from .atomic import atomic_folder, write_json_atomic
+from .destinations import check_destination
+from .documents import RUN_FORMAT_VERSION, check_run_meta
 from .layout import DEFAULT_RUNS_DIR, HISTORY_FILE, META_FILE, RUN_FORMAT, WEIGHTS_FILE
 from .provenance import file_sha256
-
-RUN_FORMAT_VERSION = 1
+from .schema import read_document
+from .weights import check_layout, file_layout, model_layout
 
 
 @dataclass
@@ -54,11 +56,10 @@ def default_run_name(kind: str) -> str:
     return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{kind}"
 
 
-def check_run_dir_free(path: Path) -> None:
-    """Fail early, before any training, when `path` would clobber an existing run or file."""
-    if path.exists():
-        raise CheckpointError(f"{path} already exists; choose another `out` (earlier results are never overwritten)",
-                              param="out")
+def check_run_dir_free(path: Path, *, param: str = "out") -> None:
+    """Fail early, before any training, when `path` would clobber an existing run or file, or cannot
+    be created (under a file, in a read-only folder)."""
+    check_destination(path, param=param, folder=True)
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
@@ -87,7 +88,11 @@ def save_run(
     check_run_dir_free(path)
     with atomic_folder(path) as staging:
         state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": RUN_FORMAT})
+        try:
+            save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": RUN_FORMAT})
+        except SafetensorError as error:
+            raise OutputError(f"cannot write {path}: {' '.join(str(error).split())[:200]}; "
+                              "nothing was written there") from None
         meta = dict(meta)
         meta.update(format=RUN_FORMAT, format_version=RUN_FORMAT_VERSION)
         meta["weights"] = {"file": WEIGHTS_FILE, "sha256": file_sha256(staging / WEIGHTS_FILE)}
@@ -107,69 +112,91 @@ def _run_dir_of(target: Path) -> Path:
     raise CheckpointError(f"{target}: not a run folder (expected a folder with {META_FILE} and {WEIGHTS_FILE})")
 
 
-def read_run_meta(path: Path) -> dict[str, Any]:
-    """Read and validate a run's ``model.json``."""
+def read_run_meta(path: Path, limits: Optional[DataLimits] = None) -> dict[str, Any]:
+    """Read a run's ``model.json`` and check it against its schema (:mod:`advcli.io.documents`)."""
     meta_path = path / META_FILE
     if not meta_path.is_file():
         raise CheckpointError(f"{path}: no {META_FILE}; not a complete run folder")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{meta_path}: corrupt JSON ({error})") from None
+    meta = read_document(meta_path)
     if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{meta_path}: not an advcli run description")
-    if meta.get("format_version", 0) > RUN_FORMAT_VERSION:
-        raise CheckpointError(f"{meta_path}: written by a newer advcli (format {meta.get('format_version')})")
-    for key in ("architecture", "input_shape", "classes", "weights", "data"):
-        if key not in meta:
-            raise CheckpointError(f"{meta_path}: missing field {key!r}")
-    return meta
+    return check_run_meta(meta, str(meta_path), limits or DataLimits.current())
 
 
 def load_run(target: Path | str, *, device: torch.device | str = "cpu") -> Run:
-    """Load a run folder (or its model.json / model.safetensors) with integrity checks."""
+    """Load a run folder (or its model.json / model.safetensors) with integrity checks: model.json
+    fits its schema, the weights their checksum, and the tensors the architecture model.json names
+    (compared from the file's header before the model or the weights are allocated)."""
     target = Path(target)
     if not target.exists():
         raise CheckpointError(f"{target}: no such run folder or file")
     path = _run_dir_of(target)
     meta = read_run_meta(path)
-    weights_path = path / meta["weights"].get("file", WEIGHTS_FILE)
+    weights_path = path / meta["weights"]["file"]
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: weights file is missing")
     digest = file_sha256(weights_path)
-    if digest != meta["weights"].get("sha256"):
+    if digest != meta["weights"]["sha256"]:
         raise CheckpointError(f"{weights_path}: checksum mismatch, the weights are corrupt or were altered")
+    architecture, shape, classes = meta["architecture"], tuple(meta["input_shape"]), len(meta["classes"])
+    check_layout(file_layout(weights_path), model_layout(lambda: build_model(architecture, shape, classes)),
+                 str(weights_path), f"{architecture} for inputs {list(shape)} and {classes} classes (model.json)")
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{weights_path}: unreadable safetensors file ({error})") from None
-    model = build_model(meta["architecture"], tuple(meta["input_shape"]), len(meta["classes"]))
+    model = build_model(architecture, shape, classes)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{weights_path}: weights do not fit {meta['architecture']} ({first_line})") from None
+        raise CheckpointError(f"{weights_path}: weights do not fit {architecture} ({first_line})") from None
     model.to(device).eval()
     return Run(path=path, meta=meta, model=model)
 
 
-def find_latest_run(runs_dir: Path | str = DEFAULT_RUNS_DIR) -> Path:
-    """The newest complete run under `runs_dir` (by its creation time in model.json)."""
+def is_interrupted(meta: dict[str, Any]) -> bool:
+    """Whether a run was stopped before its end (Ctrl-C) and saved with a resume state."""
+    return bool(meta.get("metrics", {}).get("interrupted")) or "resume" in meta
+
+
+@dataclass
+class RunSearch:
+    """The newest usable run under a folder, and the folders passed over with the reason for each."""
+
+    path: Path
+    skipped: list[tuple[Path, str]]
+
+
+def newest_run(runs_dir: Path | str = DEFAULT_RUNS_DIR) -> RunSearch:
+    """The newest finished run under `runs_dir` (by its creation time in model.json). Folders whose
+    model.json cannot be used are passed over, and so are interrupted runs (name one to use it)."""
     runs_dir = Path(runs_dir)
     candidates: list[tuple[str, float, Path]] = []
-    if runs_dir.is_dir():
-        for child in runs_dir.iterdir():
-            if child.name.startswith(".") or not (child / META_FILE).is_file():
-                continue
-            try:
-                created = json.loads((child / META_FILE).read_text()).get("created", "")
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue
-            candidates.append((str(created), (child / META_FILE).stat().st_mtime, child))
+    skipped: list[tuple[Path, str]] = []
+    children = sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []
+    for child in children:
+        if child.name.startswith(".") or not (child / META_FILE).is_file():
+            continue
+        try:
+            meta = read_run_meta(child)
+        except CheckpointError as error:
+            skipped.append((child, f"unusable: {error.message}"))
+            continue
+        if is_interrupted(meta):
+            skipped.append((child, "interrupted (resume it, or pass it as `model` to use it as it is)"))
+            continue
+        candidates.append((meta.get("created", ""), (child / META_FILE).stat().st_mtime, child))
     if not candidates:
-        raise CheckpointError(f"no trained runs under {runs_dir}/; train one first (advcli train) or pass `model`",
-                              param="model")
-    return max(candidates, key=lambda item: (item[0], item[1]))[2]
+        passed = f" ({len(skipped)} passed over: {skipped[0][0]} {skipped[0][1]})" if skipped else ""
+        raise CheckpointError(f"no trained runs under {runs_dir}/{passed}; train one first (advcli train) or pass "
+                              "`model`", param="model")
+    return RunSearch(max(candidates, key=lambda item: (item[0], item[1]))[2], skipped)
+
+
+def find_latest_run(runs_dir: Path | str = DEFAULT_RUNS_DIR) -> Path:
+    """The newest finished run under `runs_dir` (see :func:`newest_run`)."""
+    return newest_run(runs_dir).path
 
 
 def resolve_run_path(model: Optional[str | Path], runs_dir: Path | str = DEFAULT_RUNS_DIR) -> tuple[Path, bool]:

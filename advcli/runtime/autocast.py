@@ -140,12 +140,11 @@ def crafting_model(model: nn.Module, precision: str, device: torch.device) -> nn
     if has_conv_weights(model):
         try:
             crafting = copy.deepcopy(model)
-        except (TypeError, RuntimeError, copy.Error):  # a model that cannot be copied keeps its layout
-            crafting = model
-        else:
             set_channels_last(crafting)
             for parameter in crafting.parameters():  # only ever differentiated with respect to inputs
                 parameter.requires_grad_(False)
+        except (TypeError, RuntimeError, copy.Error):  # a model that cannot be copied (e.g. some TorchScript
+            crafting = model  # modules, whose copies hold no leaf parameters) keeps its layout
     if not is_reduced(precision):
         return crafting
     return Autocast(crafting, precision, torch.device(device).type)

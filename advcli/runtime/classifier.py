@@ -1,11 +1,12 @@
 """A model under evaluation, whatever runs it: a function from pixel-space inputs to logits, plus
-what it is (file, fingerprint, classes, the execution provider that actually runs it)."""
+what it is (file, fingerprint, classes, the execution provider that actually runs it, the input
+contract it was loaded under)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -60,6 +61,13 @@ class Classifier:
     execution_providers: Optional[list[str]] = None  # as read back from onnxruntime
     metadata: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    contract: Any = None  # the InputContract of a foreign model; None: advcli's own pixels and logits
+    integer_input: bool = False  # the model takes uint8 images: an integer threat model on the k/255 grid
+    non_differentiable: Optional[list[str]] = None  # operators found in its graph that mask gradients; None: not inspected
+    warnings: list[str] = field(default_factory=list)  # signs that the contract does not describe the model
+    # An ONNX file's route to white-box attacks: `white_box(x, device)` converts it, checks parity on
+    # the real inputs `x` and returns a WhiteBox, or raises ConversionError / ParityRefused.
+    white_box: Optional[Callable[[torch.Tensor, torch.device], Any]] = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(x)

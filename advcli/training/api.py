@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..data.dataset import Dataset
 from ..data.spec import load_dataset
+from ..errors import OutputError
 from ..io.layout import DEFAULT_RUNS_DIR, LOSS_PLOT_FILE
 from ..io.provenance import package_versions, utc_now
 from ..io.resume import resume_files
 from ..io.runs import check_run_dir_free, default_run_name, save_run
-from .checkpoint import load_resume
+from .checkpoint import check_resume_fits, load_resume
 from .config import TrainConfig
 from .loop import train_model
 from .monitor import TrainProgress, TrainResult
@@ -75,7 +78,28 @@ def save_training(result: TrainResult, path: Path) -> Path:
                 (folder / name).write_bytes(content)
 
         writers.append(write_resume_files)
-    return save_run(path, result.model, meta, result.history, extra_writers=writers)
+    try:
+        return save_run(path, result.model, meta, result.history, extra_writers=writers)
+    except OutputError as error:  # a full disk: keep the trained model elsewhere if we can, and say where
+        rescued = _save_elsewhere(path, lambda folder: save_run(folder, result.model, meta, result.history,
+                                                                extra_writers=writers))
+        if rescued is None:
+            raise
+        raise OutputError(f"{error.message}; the run was saved to {rescued} instead", param=error.param) from None
+
+
+def _save_elsewhere(path: Path, save: Callable[[Path], Path]) -> Optional[Path]:
+    """`save` into a new private folder under the temporary folder ($TMPDIR), for a run that could not be
+    saved at `path`; the folder saved, or None when that fails too."""
+    try:
+        holder = Path(tempfile.mkdtemp(prefix="advcli-unsaved-"))
+    except OSError:
+        return None
+    try:
+        return save(holder / path.name)
+    except (OutputError, OSError):
+        shutil.rmtree(holder, ignore_errors=True)
+        return None
 
 
 def train(
@@ -99,7 +123,7 @@ def train(
     config.validate()
     kind = "standard" if config.method == "none" else "robust"
     path = Path(out) if out is not None else Path(runs_dir) / default_run_name(kind)
-    check_run_dir_free(path)
+    check_run_dir_free(path, param="out" if out is not None else "runs_dir")
     result = train_model(config, dataset=dataset, on_progress=on_progress, should_stop=should_stop)
     return save_training(result, path), result
 
@@ -132,8 +156,9 @@ def resume_training(
     path = Path(out) if out is not None else resumed_run_path(run)
     check_run_dir_free(path)
     dataset = dataset if dataset is not None else load_dataset(config.data)
+    check_resume_fits(state, config, dataset)
     result = train_model(config, dataset=dataset, on_progress=on_progress, should_stop=should_stop,
                          resume_from=state)
-    result.resumed_from = {"run": str(Path(run)), "iteration": state.info["step"],
+    result.resumed_from = {"run": str(Path(run).absolute()), "iteration": state.info["step"],
                            "weights_sha256": meta["weights"]["sha256"]}
     return save_training(result, path), result

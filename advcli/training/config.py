@@ -155,6 +155,15 @@ class TrainConfig(FlatSettings):
         """Passes over the data: `epochs`, divided by the replays (rounded up) as in free training."""
         return math.ceil(self.optimization.epochs / self.batch_replays)
 
+    def steps_per_epoch(self, rows: int) -> int:
+        """Optimizer updates per pass over `rows` training samples (free training replays each batch)."""
+        return math.ceil(rows / self.optimization.batch_size) * self.batch_replays
+
+    def total_steps(self, training_split: int) -> int:
+        """Updates of the whole run on a training split of `training_split` samples (the guard's
+        validation slice held out)."""
+        return self.steps_per_epoch(training_split - round(training_split * self.validation_fraction)) * self.passes
+
     def resolved(self) -> "TrainConfig":
         """A copy with every method default filled in."""
         attacks = self.method_spec.adversarial and not self.method_spec.certified
@@ -197,7 +206,7 @@ class TrainConfig(FlatSettings):
             (a.replays is None or _is_count(a.replays, 1), f"`replays` must be >= 1, got {a.replays}", "replays"),
             (a.alpha is None or _is_number(a.alpha), f"`alpha` must be > 0, got {a.alpha}", "alpha"),
             (_is_number(a.beta) and a.beta >= 0, f"`beta` must be >= 0, got {a.beta}", "beta"),
-            (_is_count(a.eps_ramp, 0) and a.eps_ramp <= o.epochs,
+            (_is_count(a.eps_ramp, 0) and _is_count(o.epochs, 1) and a.eps_ramp <= o.epochs,
              f"`eps_ramp` must be between 0 and `epochs` ({o.epochs}), got {a.eps_ramp}", "eps_ramp"),
             (g.val_split is None or (_is_number(g.val_split) and 0 <= g.val_split < 1),
              f"`val_split` (validation split) must be in [0, 1), got {g.val_split}", "val_split"),

@@ -101,7 +101,7 @@ class _Session:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.x_train) / self.config.optimization.batch_size) * self.config.batch_replays
+        return self.config.steps_per_epoch(len(self.x_train))
 
     @property
     def total(self) -> int:
@@ -135,7 +135,7 @@ def _start(config: TrainConfig, dataset: Optional[Dataset], resume_from: Optiona
     )
     if resume_from is not None:
         session.step, session.order, session.carry, session.history, session.seconds_before = restore(
-            resume_from, config, dataset, model, optimizer, generators, session.guard, session.total, device)
+            resume_from, config, dataset, model, optimizer, generators, session.guard, device)
     return session
 
 

@@ -7,30 +7,49 @@ from typing import Optional
 
 import typer
 
+from ..escaping import shown
 from ..failures import handles_errors
 from ..options import (
     AttackName,
+    BackendName,
+    BackendOpt,
+    ChannelOrderChoice,
+    ChannelOrderOpt,
+    ClassNamesOpt,
+    ConvertOpt,
     DeviceChoice,
     DeviceOpt,
     EvalDataOpt,
+    InputRangeChoice,
+    InputRangeOpt,
     JsonOpt,
-    ModelRunOpt,
+    LayoutChoice,
+    LayoutOpt,
+    MeanOpt,
     NormName,
+    OutputsChoice,
+    OutputsOpt,
     PrecisionChoice,
     PrecisionOpt,
     QueriesOpt,
     RunsDirOpt,
     SeedOpt,
+    SourceOpt,
+    StdOpt,
+    TrustPickledOpt,
+    contract_settings,
 )
-from ..render import err, precision_note, print_json, progress_bars, say_notes, stage_progress
-
-
-def announce_run(model: Optional[str], runs_dir: Path) -> None:
-    from ...io.runs import resolve_run_path
-
-    if model is None:
-        path, _ = resolve_run_path(None, runs_dir)
-        err.print(f"using the newest run: [bold]{path}[/]", highlight=False)
+from ..render import (
+    err,
+    precision_note,
+    print_json,
+    progress_bars,
+    say_notes,
+    say_warnings,
+    stage_progress,
+    trust_warning,
+)
+from ..run_choice import announce_run
 
 
 def attack_command(
@@ -43,7 +62,18 @@ def attack_command(
     init: Optional[str] = typer.Option(None, "--init", help="zero or random start (default per attack)."),
     target: Optional[str] = typer.Option(None, "--target", help="Targeted attack towards a class index, random, least-likely or top-N; the targets are saved too."),
     clip: bool = typer.Option(True, "--clip/--no-clip", help="Clip adversarial images to [0, 1] (--no-clip: the reference's unclipped threat model)."),
-    model: Optional[str] = ModelRunOpt,
+    model: Optional[str] = typer.Option(None, "--model", help="Run folder or any .onnx file; TorchScript or torch.export files with --trust-pickled-model (default: the newest run under --runs-dir)."),
+    backend: Optional[BackendName] = BackendOpt,
+    source: Optional[str] = SourceOpt,
+    input_range: InputRangeChoice = InputRangeOpt,
+    mean: Optional[str] = MeanOpt,
+    std: Optional[str] = StdOpt,
+    layout: LayoutChoice = LayoutOpt,
+    outputs: OutputsChoice = OutputsOpt,
+    channel_order: ChannelOrderChoice = ChannelOrderOpt,
+    class_names: Optional[str] = ClassNamesOpt,
+    convert: bool = ConvertOpt,
+    trust_pickled_model: bool = TrustPickledOpt,
     data: Optional[str] = EvalDataOpt,
     split: str = typer.Option("test", "--split", help="train or test."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Attack a seeded random subset of this size."),
@@ -52,30 +82,35 @@ def attack_command(
     device: DeviceChoice = DeviceOpt,
     precision: PrecisionChoice = PrecisionOpt,
     queries: Optional[int] = QueriesOpt,
-    out_file: Optional[str] = typer.Option(None, "--out", help="Output .npz (default: <run>/attacks/<attack>[-l2]-eps<eps>[-to-<target>]-<split>.npz)."),
+    out_file: Optional[str] = typer.Option(None, "--out", help="Output .npz (default: <run>/attacks/<attack>[-l2]-eps<eps>[-to-<target>]-<split>.npz; for a file, attacks/<file stem>-... beside it)."),
     grid: Optional[str] = typer.Option(None, "--grid", help="PNG grid of 16 adversarial images with predictions (default: beside --out)."),
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Craft adversarial examples and save them with a picture of the model's predictions."""
-    from ...evaluation.config import parse_eps
+    from ...evaluation.config import parse_eps, read_class_names
     from ...evaluation.crafting import CraftConfig, craft
-    from ...runtime.device import auto_fallback_note
 
     config = CraftConfig.from_flat(dict(
         model=model, data=data, split=split, attack=attack.value, eps=parse_eps(eps), alpha=alpha, iters=iters,
         restarts=restarts, init=init, clip=clip, samples=samples, seed=seed, batch_size=batch_size,
         device=device.value, precision=precision.value, queries=queries, norm=norm.value, target=target,
-        out=out_file, grid=grid))
+        out=out_file, grid=grid, backend=backend.value if backend else None, source=source, convert=convert,
+        trust_pickled_model=trust_pickled_model,
+        **contract_settings(input_range, mean, std, layout, outputs, channel_order, read_class_names(class_names))))
     config.validate()
     announce_run(model, runs_dir)
-    say_notes([auto_fallback_note(config.runtime.device)])
+    if trust_pickled_model:
+        trust_warning(model)
     with progress_bars() as progress:
         result = craft(config, runs_dir=runs_dir, on_progress=stage_progress(progress))
+    say_notes(result.notes)
+    say_warnings(result.warnings)
     if as_json:
         print_json(result.to_dict())
         return
-    err.print(f"saved {result.samples} adversarial examples to [bold]{result.path}[/] and a grid to [bold]{result.grid}[/]", highlight=False)
+    err.print(f"saved {result.samples} adversarial examples to [bold]{shown(result.path)}[/] and a grid to "
+              f"[bold]{shown(result.grid)}[/]", highlight=False)
     err.print(f"accuracy: clean {result.clean_accuracy:.4f}, adversarial {result.adversarial_accuracy:.4f} "
               f"({precision_note(result.precision)})", highlight=False)
     if result.target_hit_rate is not None:

@@ -3,28 +3,56 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from ..failures import EXIT_THRESHOLD, handles_errors
+from ..failures import EXIT_THRESHOLD, EXIT_USAGE, handles_errors
 from ..options import (
     AttackName,
     BackendName,
+    BackendOpt,
+    ChannelOrderChoice,
+    ChannelOrderOpt,
+    ClassNamesOpt,
+    ConvertOpt,
     DeviceChoice,
     EvalDataOpt,
+    InputRangeChoice,
+    InputRangeOpt,
     JsonOpt,
+    LayoutChoice,
+    LayoutOpt,
+    MeanOpt,
     NormName,
+    OutputsChoice,
+    OutputsOpt,
     PrecisionChoice,
     RunsDirOpt,
     SeedOpt,
+    SourceOpt,
+    StdOpt,
+    TrustPickledOpt,
+    contract_settings,
 )
-from ..render import print_json, progress_bars, render_report, say_notes, stage_progress
-from .attack import announce_run
+from ..render import (
+    fail,
+    print_json,
+    progress_bars,
+    render_report,
+    say_notes,
+    say_warnings,
+    stage_progress,
+    trust_warning,
+)
+from ..run_choice import announce_run
+
+if TYPE_CHECKING:
+    from ...evaluation.report import EvalReport
 
 
 def eval_command(
-    attack: List[AttackName] = typer.Option([AttackName("bim")], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). On an ONNX file, white-box attacks are transferred from its source checkpoint; square queries the file itself. auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square (in the --norm), each on the samples still robust."),
+    attack: List[AttackName] = typer.Option([AttackName("bim")], "--attack", help="Attack(s) to evaluate; repeat for several (worst case per sample). On an ONNX file, white-box attacks craft on its conversion to torch (else transfer from --source, else Square in their place) and onnxruntime judges; square queries the file itself. auto: APGD-CE, targeted APGD-DLR on the top 3 wrong classes, then Square (in the --norm), each on the samples still robust."),
     eps: str = typer.Option("0.1", "--eps", help="Radius in the --norm (a number or a fraction such as 8/255); a comma-separated list (0,0.02,0.05,0.1) gives a robustness curve (thresholds apply to the largest)."),
     norm: NormName = typer.Option(NormName("linf"), "--norm", help="Threat model: linf or l2."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Step size (default per attack; BIM 0.01, APGD 2·eps to start)."),
@@ -37,9 +65,18 @@ def eval_command(
     per_class: bool = typer.Option(False, "--per-class", help="Add per-class clean and robust accuracy."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write robust accuracy against eps to this PNG."),
     sanity_samples: int = typer.Option(100, "--sanity-samples", help="Samples for the sanity checks' extra attack runs (0 skips them)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Run folder or exported .onnx file (default: the newest run under --runs-dir)."),
-    backend: Optional[BackendName] = typer.Option(None, "--backend", help="torch or onnxruntime (default: follows from --model)."),
-    source: Optional[str] = typer.Option(None, "--source", help="Run that crafts white-box attacks for transfer (default for ONNX: the checkpoint named in the file)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Run folder or any .onnx file; TorchScript or torch.export files with --trust-pickled-model (default: the newest run under --runs-dir)."),
+    backend: Optional[BackendName] = BackendOpt,
+    source: Optional[str] = SourceOpt,
+    input_range: InputRangeChoice = InputRangeOpt,
+    mean: Optional[str] = MeanOpt,
+    std: Optional[str] = StdOpt,
+    layout: LayoutChoice = LayoutOpt,
+    outputs: OutputsChoice = OutputsOpt,
+    channel_order: ChannelOrderChoice = ChannelOrderOpt,
+    class_names: Optional[str] = ClassNamesOpt,
+    convert: bool = ConvertOpt,
+    trust_pickled_model: bool = TrustPickledOpt,
     data: Optional[str] = EvalDataOpt,
     split: str = typer.Option("test", "--split", help="train or test."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Evaluate a seeded random subset of this size."),
@@ -50,43 +87,67 @@ def eval_command(
         PrecisionChoice("auto"), "--precision",
         help="Precision of white-box attack gradients: auto (bf16 where the hardware has it natively, else fp32), "
              "fp32, bf16 or fp16 (CUDA). Reported accuracies are always classified in fp32; black-box queries run "
-             "in fp32; for an ONNX file it applies to the torch transfer source only."),
+             "in fp32; for an ONNX file it applies to the torch model that crafts (its conversion or a transfer "
+             "source)."),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Exit 1 when clean accuracy is below this."),
     min_robust_accuracy: Optional[float] = typer.Option(None, "--min-robust-accuracy", help="Exit 1 when robust accuracy is below this."),
     report_file: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON report to this file."),
+    force: bool = typer.Option(False, "--force", help="Let --report and --plot replace an existing file (never a file inside a run folder)."),
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Clean and robust accuracy (worst case per sample over the attacks), curves over eps,
     per-class figures and sanity checks; thresholds for CI gates."""
-    from ...evaluation.api import check_plot_path, evaluate, save_curve_plot
-    from ...evaluation.config import EvalConfig, parse_eps
-    from ...io.atomic import write_json_atomic
+    from ...evaluation.api import check_plot_path, evaluate
+    from ...evaluation.config import EvalConfig, parse_eps, read_class_names
+    from ...io.destinations import check_destination
 
     config = EvalConfig.from_flat(dict(
         model=model, data=data, split=split, attacks=tuple(a.value for a in attack), eps=parse_eps(eps), alpha=alpha,
         iters=iters, restarts=restarts, init=init, clip=clip, samples=samples, seed=seed, batch_size=batch_size,
         device=device.value, min_accuracy=min_accuracy, min_robust_accuracy=min_robust_accuracy, norm=norm.value,
         target=target, queries=queries, per_class=per_class, sanity_samples=sanity_samples,
-        backend=backend.value if backend else None, source=source, precision=precision.value))
+        backend=backend.value if backend else None, source=source, precision=precision.value, convert=convert,
+        trust_pickled_model=trust_pickled_model,
+        **contract_settings(input_range, mean, std, layout, outputs, channel_order, read_class_names(class_names))))
     config.validate()
     if plot is not None:
         check_plot_path(plot)
+    for path, param in ((report_file, "report"), (plot, "plot")):
+        if path is not None:
+            check_destination(path, param=param, force=force)
     announce_run(model, runs_dir)
+    if trust_pickled_model:
+        trust_warning(model)
     with progress_bars() as progress:
         report = evaluate(config, runs_dir=runs_dir, on_progress=stage_progress(progress))
     say_notes(report.notes)
+    say_warnings(report.warnings)
     payload = report.to_dict()
-    if report_file is not None:
-        write_json_atomic(report_file, payload)
-    if plot is not None:
-        save_curve_plot(report, plot)
     if as_json:
         print_json(payload)
     else:
         render_report(report)
+    _write_outputs(report, payload, report_file, plot, as_json)
     if not report.passed:
         raise typer.Exit(EXIT_THRESHOLD)
+
+
+def _write_outputs(report: "EvalReport", payload: dict, report_file: Optional[Path], plot: Optional[Path],
+                   as_json: bool) -> None:
+    """Write the report file and the plot; a failure (a full disk) is one error line that says the
+    results were printed all the same."""
+    from ...errors import OutputError
+    from ...evaluation.api import save_curve_plot
+    from ...io.atomic import write_json_atomic
+
+    try:
+        if report_file is not None:
+            write_json_atomic(report_file, payload)
+        if plot is not None:
+            save_curve_plot(report, plot)
+    except OutputError as error:
+        fail(f"{error.message} (the results are printed {'on stdout' if as_json else 'above'})", EXIT_USAGE)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,9 +7,11 @@ from typing import Optional
 
 import typer
 
+from ..escaping import shown
 from ..failures import handles_errors
 from ..options import JsonOpt, ModelRunOpt, RunsDirOpt
 from ..render import err, print_json
+from ..run_choice import announce_run
 
 
 def export_command(
@@ -22,19 +24,17 @@ def export_command(
 ) -> None:
     """Export a run to ONNX, verified by onnx.checker and logit parity under onnxruntime."""
     from ...export.to_onnx import export_onnx
-    from ...io.runs import load_run, resolve_run_path
+    from ...io.runs import load_run
 
-    path, automatic = resolve_run_path(model, runs_dir)
-    if automatic:
-        err.print(f"using the newest run: [bold]{path}[/]", highlight=False)
+    path = announce_run(model, runs_dir)
     run = load_run(path)
     result = export_onnx(run, out_file or run.path / "model.onnx", opset=opset, parity_samples=parity_samples)
     if as_json:
         print_json(result.to_dict())
         return
-    err.print(f"exported [bold]{result.path}[/] (opset {result.opset}); parity on {result.parity_samples} "
+    err.print(f"exported [bold]{shown(result.path)}[/] (opset {result.opset}); parity on {result.parity_samples} "
               f"samples: max |diff| {result.max_abs_diff:.2e}, argmax agreement {result.argmax_agreement:.4f} "
-              f"(saved to {result.parity_file})", highlight=False)
+              f"(saved to {shown(result.parity_file)})", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

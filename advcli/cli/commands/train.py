@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
 from ...errors import AdvcliError, render_references
 from ...models.architectures import DEFAULT_MODEL
 from ...training.methods import METHODS
-from ..failures import flag_names, handles_errors
+from ..escaping import shown
+from ..failures import EXIT_INTERRUPTED, flag_names, handles_errors
 from ..interrupts import graceful_interrupt
 from ..options import (
     DataOpt,
@@ -70,7 +71,8 @@ def _report_training(path: Path, result: "TrainResult", command: str) -> None:
     metrics = result.metrics
     if result.interrupted:
         err.print(f"[yellow]stopped early at iteration {metrics['iterations']}; the model so far and a resume "
-                  f"state were saved[/] (continue with: advcli {command} --resume {path})", highlight=False)
+                  f"state were saved[/] (continue with: advcli {command} --resume {shown(path)})", highlight=False,
+                  soft_wrap=True)
     guard = result.guard
     if guard is not None and guard["best_epoch"] is not None:
         certified = guard.get("best_val_certified_accuracy")
@@ -80,52 +82,65 @@ def _report_training(path: Path, result: "TrainResult", command: str) -> None:
                   + (f"; {len(guard['events'])} collapse event(s)" if guard["events"] else ""), highlight=False)
     if metrics["stopped_by_guard"]:
         err.print("[yellow]training stopped by the guard: robust validation accuracy collapsed[/]")
-    err.print(f"saved run [bold]{path}[/]  clean test accuracy {metrics['clean_test_accuracy']:.4f}  "
-              f"({metrics['train_seconds']:.1f} s, {metrics['precision']})", highlight=False)
+    err.print(f"saved run [bold]{shown(path)}[/]  clean test accuracy {metrics['clean_test_accuracy']:.4f}  "
+              f"({metrics['train_seconds']:.1f} s, {metrics['precision']})", highlight=False, soft_wrap=True)
+
+
+def _progress_reporter(progress: Any, stop: Any) -> Callable[["TrainProgress"], None]:
+    """The training callback: one bar, added at the first update (so that a refusal before any
+    training leaves no bar behind), epoch lines and warnings."""
+    tasks: list[Any] = []
+
+    def on_progress(p: "TrainProgress") -> None:
+        if not tasks:
+            tasks.append(progress.add_task("training", total=p.iterations, info=""))
+        progress.update(tasks[0], total=p.iterations, completed=p.iteration,
+                        info=f"epoch {p.epoch}/{p.epochs}  loss {p.loss:.4f}" + ("  [yellow]stopping…" if stop.requested else ""))
+        if p.validation is not None or p.epoch_loss is not None:
+            progress.console.print(_describe_progress(p), highlight=False)
+        if p.warning is not None:
+            progress.console.print(f"[bold yellow]warning:[/] {shown(render_references(p.warning, flag_names()))}",
+                                   highlight=False)
+
+    return on_progress
 
 
 def _run_training(
     config: Optional["TrainConfig"], out_dir: Optional[Path], runs_dir: Path, as_json: bool,
     *, resume: Optional[Path] = None, command: str = "train",
 ) -> None:
+    """Check everything that can be checked (settings, device, destination, data, resume state)
+    before the first iteration; train; save; report. An interrupted run is saved and exits 130."""
     from ...data.spec import load_dataset
-    from ...io.runs import check_run_dir_free
+    from ...io.runs import check_run_dir_free, default_run_name
     from ...runtime.device import auto_fallback_note, resolve_device
     from ...runtime.precision import resolve_precision
     from ...training.api import resume_training, resumed_run_path, train
-    from ...training.checkpoint import load_resume
+    from ...training.checkpoint import check_resume_fits, load_resume
 
+    state = None
     if resume is not None:
-        config, _, _ = load_resume(resume)
-        target: Optional[Path] = out_dir if out_dir is not None else resumed_run_path(resume)
+        config, state, _ = load_resume(resume)
+        target = out_dir if out_dir is not None else resumed_run_path(resume)
     elif config is not None:
-        target = out_dir
+        target = out_dir or Path(runs_dir) / default_run_name("standard" if config.method == "none" else "robust")
     else:
         raise AdvcliError("nothing to train: give a configuration or `resume`")
     config.validate()
     resolve_precision(config.precision, resolve_device(config.device), training=True)
     say_notes([auto_fallback_note(config.device)])
-    if target is not None:
-        check_run_dir_free(target)
-    with err.status(f"loading {config.data}"):
+    check_run_dir_free(target, param="out" if out_dir is not None or resume is not None else "runs_dir")
+    with err.status(f"loading {shown(config.data)}"):
         dataset = load_dataset(config.data)
+    if state is not None:
+        check_resume_fits(state, config, dataset)
     with progress_bars() as progress, graceful_interrupt() as stop:
-        task = progress.add_task("training", total=None, info="")
-
-        def on_progress(p: "TrainProgress") -> None:
-            progress.update(task, total=p.iterations, completed=p.iteration,
-                            info=f"epoch {p.epoch}/{p.epochs}  loss {p.loss:.4f}" + ("  [yellow]stopping…" if stop.requested else ""))
-            if p.validation is not None or p.epoch_loss is not None:
-                progress.console.print(_describe_progress(p), highlight=False)
-            if p.warning is not None:
-                progress.console.print(f"[bold yellow]warning:[/] {render_references(p.warning, flag_names())}",
-                                       highlight=False)
-
+        on_progress = _progress_reporter(progress, stop)
         if resume is not None:
-            path, result = resume_training(resume, out=out_dir, dataset=dataset, on_progress=on_progress, should_stop=stop)
+            path, result = resume_training(resume, out=target, dataset=dataset, on_progress=on_progress,
+                                           should_stop=stop)
         else:
-            path, result = train(config, out=out_dir, runs_dir=runs_dir, dataset=dataset,
-                                 on_progress=on_progress, should_stop=stop)
+            path, result = train(config, out=target, dataset=dataset, on_progress=on_progress, should_stop=stop)
     summary = {"run": str(path), **result.metrics}
     if result.guard is not None:
         summary["guard"] = {key: result.guard[key] for key in ("best_epoch", "best_val_robust_accuracy",
@@ -133,8 +148,10 @@ def _run_training(
                             if key in result.guard}
     if as_json:
         print_json(summary)
-        return
-    _report_training(path, result, command)
+    else:
+        _report_training(path, result, command)
+    if result.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 ResumeOpt = typer.Option(None, "--resume", help="Continue this interrupted run (into --out, default <RUN>-resumed) with its saved settings.")

@@ -15,12 +15,16 @@ from ...registry import Registry
 
 if TYPE_CHECKING:
     from ..dataset import Dataset
+    from ..limits import DataLimits
 
 
 class Loader(Protocol):
-    """A format loader: takes the PATH part of the spec (None when absent) and a cache folder."""
+    """A format loader: takes the PATH part of the spec (None when absent), a cache folder, and the
+    limits its files' declared sizes are checked against before anything large is allocated
+    (:mod:`advcli.data.limits`)."""
 
-    def __call__(self, path: str | None, *, cache_dir: pathlib.Path | None = None) -> "Dataset": ...
+    def __call__(self, path: str | None, *, cache_dir: pathlib.Path | None = None,
+                 limits: "DataLimits | None" = None) -> "Dataset": ...
 
 
 @dataclass(frozen=True)

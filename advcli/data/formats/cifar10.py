@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pathlib
+from typing import Any, Optional
 
 import numpy as np
 
 from ...errors import DataError
 from ..dataset import Dataset, make_dataset
+from ..limits import DataLimits, resolve_limits
 from ..spec import need_dir
 from . import FORMATS, Format
 from ._restricted_pickle import get_key, unpickle
@@ -18,9 +20,24 @@ CIFAR10_CLASSES: tuple[str, ...] = (
 )
 
 
-def _load_cifar_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+def _labels(path: pathlib.Path, labels: Any, count: int) -> np.ndarray:
+    """The batch's labels as int64, checked to be `count` plain integers before any array is made of them."""
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DataError(f"cifar10: {path}: 'labels' must be a list of integers, got {labels.dtype} {labels.shape}")
+    elif not isinstance(labels, list) or not all(type(label) is int for label in labels):
+        raise DataError(f"cifar10: {path}: 'labels' must be a flat list of integers")
+    if len(labels) != count:
+        raise DataError(f"cifar10: {path}: {count} images but {len(labels)} labels")
+    try:
+        return np.asarray(labels, dtype=np.int64)
+    except OverflowError:
+        raise DataError(f"cifar10: {path}: 'labels' holds integers beyond 64 bits") from None
+
+
+def _load_cifar_batch(path: pathlib.Path, limits: DataLimits) -> tuple[np.ndarray, np.ndarray]:
     """One batch file -> (uint8 (N,3,32,32), int64 labels)."""
-    obj = unpickle(path)
+    obj = unpickle(path, limits)
     if not isinstance(obj, dict):
         raise DataError(f"cifar10: {path}: expected a pickled dict, got {type(obj).__name__}")
     try:
@@ -30,21 +47,16 @@ def _load_cifar_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"cifar10: {path}: 'data' must be uint8 (N, 3072), got {desc}")
-    try:
-        y = np.asarray(labels)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"cifar10: {path}: 'labels' is not a list of integers: {exc}") from exc
-    if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise DataError(f"cifar10: {path}: 'labels' must be a list of integers, got {y.dtype} {y.shape}")
-    if y.shape[0] != data.shape[0]:
-        raise DataError(f"cifar10: {path}: {data.shape[0]} images but {y.shape[0]} labels")
+    y = _labels(path, labels, data.shape[0])
     if y.size and (y.min() < 0 or y.max() > 9):
         raise DataError(f"cifar10: {path}: labels span {y.min()}..{y.max()}, expected 0..9")
     return data.reshape(-1, 3, 32, 32), y.astype(np.int64)
 
 
-def _load_cifar10(path: str | None, *, cache_dir: pathlib.Path | None = None) -> Dataset:
+def _load_cifar10(path: str | None, *, cache_dir: pathlib.Path | None = None,
+                  limits: Optional[DataLimits] = None) -> Dataset:
     """Load CIFAR-10 from the python-version batches (data_batch_1..5, test_batch, batches.meta)."""
+    limits = resolve_limits(limits)
     folder = need_dir("cifar10", path)
     if not (folder / "data_batch_1").exists() and (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"  # the extracted archive's own subfolder
@@ -52,14 +64,16 @@ def _load_cifar10(path: str | None, *, cache_dir: pathlib.Path | None = None) ->
     for f in files:
         if not f.is_file():
             raise DataError(f"cifar10: {folder}: missing {f.name}")
-    train = [_load_cifar_batch(f) for f in files[:5]]
-    x_test, y_test = _load_cifar_batch(files[5])
+    limits.check_file_bytes(f"cifar10: {folder}", sum(f.stat().st_size for f in files))
+    train = [_load_cifar_batch(f, limits) for f in files[:5]]
+    x_test, y_test = _load_cifar_batch(files[5], limits)
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
+    limits.check_images(f"cifar10: {folder}", [x_train.shape, x_test.shape])  # before the float32 copies
     classes = CIFAR10_CLASSES
     meta = folder / "batches.meta"
     if meta.is_file():
-        obj = unpickle(meta)
+        obj = unpickle(meta, limits)
         try:
             names = get_key(obj, "label_names") if isinstance(obj, dict) else None
         except KeyError:

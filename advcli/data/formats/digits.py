@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...errors import DataError
+from ...io.atomic import apply_umask
 from ..dataset import Dataset, make_dataset
 from ..spec import default_cache_dir
 from . import FORMATS, Format
@@ -269,6 +270,7 @@ def _write_digits_cache(path: pathlib.Path, arrays: tuple[np.ndarray, ...]) -> N
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, **dict(zip(_DIGITS_KEYS, arrays)))
+        apply_umask(tmp)
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
@@ -281,8 +283,9 @@ def _write_digits_cache(path: pathlib.Path, arrays: tuple[np.ndarray, ...]) -> N
                 pass  # best effort: the temp file may never have been created
 
 
-def _load_digits(path: str | None, *, cache_dir: pathlib.Path | None = None) -> Dataset:
-    """The built-in digits set (seed 0, 5000 + 5000), from the cache or freshly generated."""
+def _load_digits(path: str | None, *, cache_dir: pathlib.Path | None = None, limits: object = None) -> Dataset:
+    """The built-in digits set (seed 0, 5000 + 5000), from the cache or freshly generated (of a fixed,
+    small size: `limits` do not apply)."""
     if path is not None:
         raise DataError(f"digits takes no path (got {path!r}): use digits")
     seed, n_train, n_test = DIGITS_SEED, DIGITS_N_TRAIN, DIGITS_N_TEST

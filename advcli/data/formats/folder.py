@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pathlib
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from ...errors import DataError
 from ..dataset import Dataset, make_dataset
+from ..limits import DataLimits, resolve_limits
 from ..spec import need_dir
 from . import FORMATS, Format
 
@@ -31,19 +35,32 @@ def _class_images(src: str, class_dir: pathlib.Path) -> list[pathlib.Path]:
     return files
 
 
-def _read_images(src: str, files: list[pathlib.Path]) -> np.ndarray:
-    """Decode images that must all share one size -> uint8 NCHW (1 channel if all grayscale, else RGB)."""
+@contextmanager
+def _image(src: str, path: pathlib.Path, problem: str) -> Iterator[Any]:
+    """`path` opened by Pillow, its decompression-bomb warning an error; any failure a DataError."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                yield im
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{src}: {path}: too large to decode safely ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{src}: {path}: {problem}: {' '.join(str(exc).split())}") from None
+
+
+def _read_images(src: str, files: list[pathlib.Path], limits: DataLimits) -> np.ndarray:
+    """Decode images that must all share one size -> uint8 NCHW (1 channel if all grayscale, else RGB).
+    Every header is read and checked against `limits` before any image is decoded."""
     size: tuple[int, int] | None = None
     first: pathlib.Path | None = None
     gray = True
     for f in files:  # pass 1: headers only (cheap), to report the odd one out before decoding
-        try:
-            with Image.open(f) as im:
-                im_size, mode = im.size, im.mode
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{src}: {f}: not a readable image: {exc}") from exc
+        with _image(src, f, "not a readable image") as im:
+            im_size, mode = im.size, im.mode
+        limits.check_image(f"{src}: {f}", im_size[1], im_size[0])
         if size is None:
             size, first = im_size, f
         elif im_size != size:
@@ -52,17 +69,16 @@ def _read_images(src: str, files: list[pathlib.Path]) -> np.ndarray:
         gray = gray and mode in _GRAY_MODES
     assert size is not None
     mode = "L" if gray else "RGB"
+    limits.check_images(src, [(len(files), 1 if gray else 3, size[1], size[0])])
     out = np.empty((len(files), size[1], size[0], 1 if gray else 3), dtype=np.uint8)
     for i, f in enumerate(files):
-        try:
-            with Image.open(f) as im:
-                out[i] = np.asarray(im.convert(mode), dtype=np.uint8).reshape(out.shape[1:])
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{src}: {f}: cannot decode image: {exc}") from exc
+        with _image(src, f, "cannot decode image") as im:
+            out[i] = np.asarray(im.convert(mode), dtype=np.uint8).reshape(out.shape[1:])
     return out.transpose(0, 3, 1, 2)
 
 
-def _load_folder(path: str | None, *, cache_dir: pathlib.Path | None = None) -> Dataset:
+def _load_folder(path: str | None, *, cache_dir: pathlib.Path | None = None,
+                 limits: Optional[DataLimits] = None) -> Dataset:
     """Load DIR/<class>/*.png|jpg (split 80/20 per class, seeded) or DIR/{train,test}/<class>/..."""
     root = need_dir("folder", path)
     src = f"folder: {root}"
@@ -109,7 +125,9 @@ def _load_folder(path: str | None, *, cache_dir: pathlib.Path | None = None) -> 
                 (test_y if j in test_idx else train_y).append(label)
     if not test_files:
         raise DataError(f"{src}: no test images (need train/ and test/, or at least 2 images per class)")
-    x_all = _read_images(src, train_files + test_files)
+    limits = resolve_limits(limits)
+    limits.check_classes(src, len(classes), "class folders")
+    x_all = _read_images(src, train_files + test_files, limits)
     x_train, x_test = x_all[: len(train_files)], x_all[len(train_files):]
     return make_dataset("folder", f"folder:{path}", np.ascontiguousarray(x_train),
                          np.asarray(train_y, dtype=np.int64), np.ascontiguousarray(x_test),

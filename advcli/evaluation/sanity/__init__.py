@@ -90,8 +90,8 @@ class Check:
 
 
 SANITY_CHECKS: Registry[Check] = Registry("sanity check", param="sanity", package=__name__, order=(
-    "probability-outputs", "zero-gradients", "above-chance-unbounded", "accuracy-increases-with-eps",
-    "fgsm-far-above-pgd", "black-box-beats-white-box"))
+    "finite-outputs", "probability-outputs", "zero-gradients", "non-differentiable-operators", "above-chance-unbounded",
+    "accuracy-increases-with-eps", "fgsm-far-above-pgd", "black-box-beats-white-box"))
 
 
 def run_sanity_checks(inputs: SanityInputs) -> list[SanityCheck]:

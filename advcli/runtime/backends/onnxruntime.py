@@ -1,28 +1,33 @@
 """``onnxruntime``: an exported ONNX file, run by onnxruntime.
 
-The file is known by its outputs only: it gives clean predictions, re-classifies every adversarial
-example and answers black-box queries. White-box attacks are crafted on a torch checkpoint (the
-file's source run, or another) and judged by the file: transfer attacks.
+onnxruntime on the file gives clean predictions, re-classifies every adversarial example and
+answers black-box queries, whatever else happens. White-box attacks are crafted, in this order of
+preference, on the file's own conversion to torch when it passes the parity gate
+(:mod:`advcli.runtime.onnx_import`), else on a torch checkpoint (`source`, or the run named in
+advcli's metadata: transfer attacks); with neither, only black-box attacks run. The file is read
+behind an input contract (range, normalisation, layout, outputs) so that attacks stay in advcli's
+pixel space.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
+from ...data.limits import DataLimits
 from ...errors import AdvcliError, CheckpointError
+from ...io.documents import read_onnx_metadata
 from ...io.layout import META_FILE
 from ...io.provenance import file_sha256
 from ...io.runs import Run, load_run, read_run_meta
 from ..classifier import Classifier
 from ..device import DEVICES
-from . import BACKENDS, Backend
+from . import BACKENDS, Backend, LoadRequest
 
 ONNX_FILE = "model.onnx"
+IMAGE_TYPES = ("tensor(float)", "tensor(uint8)")
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
@@ -92,55 +97,83 @@ def create_session(path: Path | str, device: str = "auto") -> tuple[Any, list[st
     return session, [f"device auto: {problem}; running on {', '.join(ran)}"]
 
 
-def _metadata_json(path: Path, metadata: dict[str, str], key: str) -> Any:
-    if key not in metadata:
-        return None
-    try:
-        return json.loads(metadata[key])
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: malformed metadata {key!r}") from None
+def _check_io(path: Path, session: Any) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].type not in IMAGE_TYPES:
+        described = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+        raise CheckpointError(f"{path}: expected one float or uint8 image input (NCHW or NHWC), found {described}")
+    if not outputs or len(outputs[0].shape) != 2:
+        raise CheckpointError(f"{path}: expected logits or probabilities (N, classes) as first output")
 
 
-def load_onnx_classifier(path: Path, device: str = "auto") -> Classifier:
-    """An exported ONNX file under onnxruntime. advcli's metadata supplies classes and data, when present."""
-    path = Path(path)
+def _pixel_shape(session: Any, advcli_metadata: dict[str, Any], contract: Any) -> Optional[tuple[int, ...]]:
+    """advcli's (C, H, W) the file takes: its metadata's, else its declared sizes under the contract's layout."""
+    input_shape = advcli_metadata.get("advcli.input_shape")
+    if input_shape is not None:
+        return tuple(input_shape)
+    dims = [dim if isinstance(dim, int) else None for dim in session.get_inputs()[0].shape[1:]]
+    return None if None in dims else contract.pixel_shape(dims)
+
+
+def load_onnx_classifier(path: Path, request: LoadRequest | str = LoadRequest()) -> Classifier:
+    """An ONNX file under onnxruntime, behind the request's input contract. advcli's metadata supplies
+    classes and data, when present; `white_box` of the result converts the file for white-box attacks."""
+    from ..onnx_import.errors import ConversionError
+    from ..onnx_import.hints import contract_hints
+    from ..onnx_import.judge import OnnxJudge
+    from ..onnx_import.masking import non_differentiable_ops
+
+    request = LoadRequest(device=request) if isinstance(request, str) else request
+    path, contract = Path(path), request.contract
     if path.is_dir():
         if not (path / ONNX_FILE).is_file():
             raise CheckpointError(f"{path} is a folder without {ONNX_FILE}; pass the .onnx file as `model`", param="model")
         path = path / ONNX_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: no such ONNX file")
-    session, notes = create_session(path, device)
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].type != "tensor(float)":
-        described = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
-        raise CheckpointError(f"{path}: expected one float image input (N, C, H, W), found {described}")
-    if not outputs or len(outputs[0].shape) != 2:
-        raise CheckpointError(f"{path}: expected logits (N, classes) as first output")
+    session, notes = create_session(path, request.device)
+    _check_io(path, session)
+    integer_input = session.get_inputs()[0].type == "tensor(uint8)"
+    declared = session.get_inputs()[0].shape[1:]
+    if integer_input and contract.mean is not None:
+        raise AdvcliError(f"{path} takes uint8 pixels, which cannot be normalised before it; drop `mean` and `std`",
+                          param="mean")
     metadata = dict(session.get_modelmeta().custom_metadata_map)
-    classes = _metadata_json(path, metadata, "advcli.classes")
-    input_shape = _metadata_json(path, metadata, "advcli.input_shape")
-    if input_shape is None:
-        input_shape = [dim if isinstance(dim, int) else None for dim in inputs[0].shape[1:]]
-        input_shape = input_shape if None not in input_shape else None
-    input_name, output_name = inputs[0].name, outputs[0].name
-    errors = ort_errors()
+    advcli_metadata = read_onnx_metadata(metadata, str(path), DataLimits.current())
+    classes = contract.class_names or advcli_metadata.get("advcli.classes")
+    providers = list(session.get_providers())
+    try:
+        judge = OnnxJudge(path, contract, log_outputs=contract.outputs == "probabilities", providers=providers)
+        counts: dict[str, int] = {}
+        for finding in non_differentiable_ops(path):
+            counts[finding.op_type] = counts.get(finding.op_type, 0) + 1
+        findings = [f"{op_type} ({count})" for op_type, count in counts.items()]
+        warnings = contract_hints(path, contract)
+    except ConversionError as error:
+        raise CheckpointError(f"{path}: {error.message}") from None
+    if integer_input:
+        notes.append(f"{path.name} takes uint8 images: an integer threat model; images are put on the k/255 grid, "
+                     "attacks run at whole grid steps (eps rounded down to a multiple of 1/255) and every "
+                     "adversarial example is rounded onto the grid before it is judged")
 
-    def logits(x: torch.Tensor) -> torch.Tensor:
-        batch = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        try:
-            (out,) = session.run([output_name], {input_name: batch})
-        except errors as error:
-            raise AdvcliError(f"{path}: onnxruntime failed on inputs of shape {batch.shape} ({ort_message(error)})") from None
-        return torch.from_numpy(out).to(x.device)
+    def white_box(x: torch.Tensor, device: torch.device) -> Any:
+        from ..onnx_import.whitebox import white_box as convert_and_check
+
+        dims = None if all(isinstance(d, int) for d in declared) else _file_dims(contract, x.shape[1:])
+        return convert_and_check(path, x, contract=contract, providers=providers, device=device, input_dims=dims)
 
     return Classifier(
-        path=path, backend="onnxruntime", fingerprint=file_sha256(path), logits=logits, device=torch.device("cpu"),
+        path=path, backend="onnxruntime", fingerprint=file_sha256(path), logits=judge, device=torch.device("cpu"),
         classes=list(classes) if classes is not None else None,
-        input_shape=tuple(input_shape) if input_shape is not None else None,
-        data_spec=metadata.get("advcli.data"), execution_providers=list(session.get_providers()),
-        metadata=metadata, notes=notes,
+        input_shape=_pixel_shape(session, advcli_metadata, contract), data_spec=metadata.get("advcli.data"),
+        execution_providers=providers, metadata=metadata, notes=notes, contract=contract,
+        integer_input=integer_input, non_differentiable=findings, warnings=warnings, white_box=white_box,
     )
+
+
+def _file_dims(contract: Any, pixel_dims: Any) -> list[int]:
+    channels, height, width = (int(d) for d in pixel_dims)
+    return [height, width, channels] if contract.layout == "nhwc" else [channels, height, width]
 
 
 def load_transfer_source(classifier: Classifier, source: Optional[str | Path], device: torch.device) -> Run:
@@ -157,17 +190,19 @@ def load_transfer_source(classifier: Classifier, source: Optional[str | Path], d
     if not named or not fingerprint:
         raise AdvcliError(f"{classifier.path} names no source checkpoint; pass a run as `source` for transfer "
                           "attacks, or use only black-box attacks (square)", param="source")
+    unreadable = ""
     for candidate in dict.fromkeys((Path(named), classifier.path.parent)):
         if not (candidate / META_FILE).is_file():
             continue
         try:
             meta = read_run_meta(candidate)
-        except CheckpointError:
+        except CheckpointError as error:
+            unreadable = f" ({candidate} is unreadable: {error.message})"
             continue
         if meta["weights"].get("sha256") == fingerprint:
             return load_run(candidate, device=device)
-    raise AdvcliError(f"source checkpoint {named} of {classifier.path} was not found with weights {fingerprint[:19]}…; "
-                      "pass a run as `source`, or use only black-box attacks (square)", param="source")
+    raise AdvcliError(f"source checkpoint {named} of {classifier.path} was not found with weights {fingerprint[:19]}…"
+                      f"{unreadable}; pass a run as `source`, or use only black-box attacks (square)", param="source")
 
 
 BACKENDS.register("onnxruntime", Backend(load_onnx_classifier, suffixes=(".onnx",)))

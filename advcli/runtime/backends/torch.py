@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ...errors import AdvcliError
 from ...io.runs import Run, load_run
 from ..classifier import Classifier, torch_logits
 from ..device import auto_fallback_note, resolve_device
-from . import BACKENDS, Backend
+from . import BACKENDS, Backend, LoadRequest
 
 
 def torch_classifier(run: Run, notes: Optional[list[str]] = None) -> Classifier:
@@ -20,9 +21,19 @@ def torch_classifier(run: Run, notes: Optional[list[str]] = None) -> Classifier:
     )
 
 
-def load_torch_classifier(path: Path, device: str = "auto") -> Classifier:
-    note = auto_fallback_note(device)
-    return torch_classifier(load_run(path, device=resolve_device(device)), notes=[note] if note else [])
+def refuse_contract_for_runs(contract: object) -> None:
+    """A run folder's model takes advcli's own pixels and gives logits: an input contract would mislead."""
+    changed = contract.changed() if contract is not None else []  # type: ignore[attr-defined]
+    if changed:
+        raise AdvcliError(f"`{changed[0]}` describes the input of an ONNX file or a Python module; a run folder's "
+                          "model takes advcli's own pixels in [0, 1], NCHW, and gives logits", param=changed[0])
+
+
+def load_torch_classifier(path: Path, request: LoadRequest | str = LoadRequest()) -> Classifier:
+    request = LoadRequest(device=request) if isinstance(request, str) else request
+    refuse_contract_for_runs(request.contract)
+    note = auto_fallback_note(request.device)
+    return torch_classifier(load_run(path, device=resolve_device(request.device)), notes=[note] if note else [])
 
 
 BACKENDS.register("torch", Backend(load_torch_classifier, suffixes=(".json", ".safetensors")))
