@@ -144,14 +144,14 @@ def test_unknown_choices_exit_2(args, certified_run):
     assert invoke("verify", "--model", certified_run, *args).exit_code == 2
 
 
-def test_missing_models_and_onnx_files_are_refused_with_one_line(tmp_path):
+def test_missing_models_and_corrupt_onnx_files_are_refused_with_one_line(tmp_path):
     missing = invoke("verify", "--model", tmp_path / "nothing")
     assert missing.exit_code == 2 and "no such run" in missing.stderr
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"\x08\x07")
     refused = invoke("verify", "--model", onnx)
     assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
-    assert "ONNX" in refused.stderr and "--model" in refused.stderr
+    assert str(onnx) in refused.stderr
 
 
 def test_the_library_call_matches_the_command(report, certified_run):

@@ -117,6 +117,22 @@ class ResidualNet(nn.Module):
         return self.fc(torch.reshape(-self.identity(x), (x.shape[0], -1)))
 
 
+class RearrangeNet(nn.Module):
+    """Elements moved around, as input contracts and ONNX Transposes do: a channel flip (BGR), a
+    permute to channels-last with a ReLU there and back (NHWC), a transpose of the spatial axes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 6 * 6, 4)
+        self.register_buffer("shift", torch.tensor([-0.3, 0.2]))
+
+    def forward(self, x):
+        x = torch.relu(x.flip(1).permute(0, 2, 3, 1) * 2 + self.shift)
+        x = torch.transpose(torch.permute(x, (0, 3, 1, 2)), 2, 3)
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
 class Mlp(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -150,6 +166,7 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "norm": (NormNet, (1, 6, 6)),
     "residual": (ResidualNet, (2, 6, 6)),
     "mlp": (Mlp, (1, 4, 4)),
+    "rearrange": (RearrangeNet, (2, 6, 6)),
     "fx-graph": (fx_graph_module, (1, 8, 8)),
     "seed-cnn": (lambda: build_model("seed-cnn", (1, 10, 10), 5), (1, 10, 10)),
     "mnist-small": (lambda: build_model("mnist-small", (1, 12, 12), 5), (1, 12, 12)),

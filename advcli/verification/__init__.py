@@ -5,7 +5,8 @@ A model (any torch module of supported layers, or a torch.fx GraphModule of them
 radius eps around each input within [0, 1] by a registered bound method (:data:`BOUND_METHODS`,
 one file per method in ``methods/``); :func:`verify_radii` turns those bounds and advcli's attacks
 into per-sample verdicts (verified, violated, unproven); :func:`verify` and :func:`verify_model`
-make the report ``advcli verify`` prints; :func:`ibp_loss` and :func:`crown_ibp_loss` are the
+make the report ``advcli verify`` prints, for run folders and for ONNX files through their
+conversion to torch (:mod:`.onnx_files`); :func:`ibp_loss` and :func:`crown_ibp_loss` are the
 certified-training losses.
 """
 
@@ -38,10 +39,12 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "verify_model": ".api",
     "load_verifiable": ".api",
     "save_certified_plot": ".api",
+    "Verifiable": ".onnx_files",
+    "verifiable": ".onnx_files",
 })
 
 __all__ = ["BOUND_METHODS", "BoundMethod", "INTERMEDIATE_METHODS", "MarginBounds", "input_box", "margin_bounds",
            "margin_spec", "SUPPORTED", "BoundGraph", "build_graph", "trace", "CertifiedLoss", "certified_loss",
            "crown_ibp_loss", "ibp_loss", "Verdict", "VerificationResult", "verify_radii", "verify_batch",
            "VerifyConfig", "DEFAULT_ATTACKS", "VerifyReport", "verify", "verify_model", "load_verifiable",
-           "save_certified_plot"]
+           "save_certified_plot", "Verifiable", "verifiable"]

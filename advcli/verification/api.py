@@ -21,18 +21,19 @@ from ..data.spec import load_dataset
 from ..errors import AdvcliError
 from ..evaluation.api import check_fits_data, check_plot_path
 from ..io.runs import DEFAULT_RUNS_DIR, resolve_run_path
-from ..runtime.backends import BACKENDS
+from ..runtime.backends import LoadRequest
 from ..runtime.classifier import Classifier
-from ..runtime.loading import detect_backend
+from ..runtime.device import resolve_device
+from ..runtime.loading import detect_backend, load_classifier
 from ..runtime.precision import resolve_precision
 from .config import VerifyConfig
+from .onnx_files import verifiable
 from .report import ClassRow, RadiusResult, VerifyReport
 from .verdicts import CLEAN_ERROR, NOT_VIOLATED, Verdict, VerificationResult, verify_radii
 
 Progress = Callable[[str, int, int], None]
 
-ONNX_REFUSAL = ("`model` {path} is an ONNX file: verifying ONNX files needs the white-box ONNX converter, which "
-                "this version does not have; verify the run folder it was exported from")
+VERIFIABLE_BACKENDS = ("torch", "onnxruntime")
 
 
 def configured(config: Optional[VerifyConfig], overrides: dict[str, Any]) -> VerifyConfig:
@@ -92,18 +93,20 @@ def verify_model(
     model_fingerprint: Optional[str] = None,
     data_name: str = "(in memory)",
     data_fingerprint: Optional[str] = None,
+    judge: Optional[nn.Module] = None,
     on_progress: Optional[Progress] = None,
     **overrides: Any,
 ) -> VerifyReport:
     """Verdicts, certified and attacked accuracy at every radius (and per class) of any supported
     model (a torch module, or a torch.fx GraphModule of standard layers) on tensors `x` (pixels in
-    [0, 1]) and `y`. `indices` name the samples in their split (default 0, 1, ...).
-    `config.model`, `config.data`, `config.split` and `config.samples` are not used here."""
+    [0, 1]) and `y`. `indices` name the samples in their split (default 0, 1, ...); `judge`
+    (default: `model`) decides predictions and counterexamples. `config.model`, `config.data`,
+    `config.split`, `config.samples` and `config.contract` are not used here."""
     config = configured(config, overrides)
     started = time.perf_counter()
     if len(x) == 0:
         raise AdvcliError("no samples to verify")
-    results = verify_radii(model, x, y, config, on_progress=on_progress)
+    results = verify_radii(model, x, y, config, judge=judge, on_progress=on_progress)
     y = y.detach().cpu().to(torch.long)
     num_classes = results[0].margin_lower.shape[1]
     names = list(classes) if classes is not None else [str(index) for index in range(num_classes)]
@@ -129,12 +132,15 @@ def verify_model(
 
 
 def load_verifiable(config: VerifyConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR) -> Classifier:
-    """The model to verify (the newest run by default) with what it is; ONNX files are refused
-    before anything is loaded."""
+    """The model to verify (the newest run by default): a run folder, or an ONNX file loaded under
+    `config.contract`; any other kind of file is refused before it is loaded."""
     path, _ = resolve_run_path(config.model, runs_dir)
-    if detect_backend(path) != "torch":
-        raise AdvcliError(ONNX_REFUSAL.format(path=path), param="model")
-    return BACKENDS.get("torch").load(path, config.runtime.device)
+    backend = detect_backend(path)
+    if backend not in VERIFIABLE_BACKENDS:
+        raise AdvcliError(f"`model` {path} is a {backend} file; verification takes run folders and ONNX files "
+                          "(export the model to ONNX)", param="model")
+    request = LoadRequest(device=config.runtime.device, contract=config.contract)
+    return load_classifier(path, backend=backend, runs_dir=runs_dir, request=request)[0]
 
 
 def verify(
@@ -149,13 +155,15 @@ def verify(
     """Formal verification of a run (the newest under `runs_dir` by default) on its data's test split.
 
     ``advcli.verify(eps=0.1)`` gives per-sample verdicts and certified accuracy by CROWN;
-    ``advcli.verify(eps=(0.01, 0.05, 0.1), method="ibp", per_class=True)`` a curve by IBP.
-    `classifier` passes a model already loaded (it needs torch weights). `on_progress(stage,
-    done, total)` is called after every batch.
+    ``advcli.verify(eps=(0.01, 0.05, 0.1), method="ibp", per_class=True)`` a curve by IBP;
+    ``advcli.verify(model="model.onnx", eps=0.1)`` an ONNX file through its conversion to torch
+    (admitted by the parity gate on the samples verified; onnxruntime on the file judges, see
+    :mod:`advcli.verification.onnx_files`). `classifier` passes a model already loaded (torch
+    weights or an ONNX file). `on_progress(stage, done, total)` is called after every batch.
     """
     config = configured(config, overrides)
     classifier = classifier if classifier is not None else load_verifiable(config, runs_dir)
-    if classifier.model is None:
+    if classifier.model is None and classifier.white_box is None:
         raise AdvcliError(f"{classifier.path} gives outputs only; verification needs its weights", param="model")
     if dataset is None:
         spec = config.data or classifier.data_spec
@@ -167,10 +175,15 @@ def verify(
     picks = select_samples(len(x_all), config.sampling.samples, config.sampling.seed)
     if len(picks) == 0:
         raise AdvcliError(f"data {dataset.spec} has no {config.sampling.split} samples")
-    report = verify_model(classifier.model, x_all[picks], y_all[picks], config, classes=list(dataset.classes),
+    x, y = x_all[picks], y_all[picks]
+    target = verifiable(classifier, x, resolve_device(config.runtime.device))
+    report = verify_model(target.model, x, y, config, classes=list(config.contract.class_names or dataset.classes),
                           indices=picks, model_name=str(classifier.path), model_fingerprint=classifier.fingerprint,
-                          data_name=dataset.spec, data_fingerprint=dataset.fingerprint, on_progress=on_progress)
-    report.notes = list(classifier.notes)
+                          data_name=dataset.spec, data_fingerprint=dataset.fingerprint, judge=target.judge,
+                          on_progress=on_progress)
+    report.notes = list(dict.fromkeys(target.notes))
+    report.warnings = list(dict.fromkeys(classifier.warnings + target.warnings))
+    report.conversion = target.conversion
     return report
 
 

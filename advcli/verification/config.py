@@ -8,6 +8,7 @@ from typing import Any, Optional
 from ..attacks.config import AttackConfig, resolve_attack
 from ..errors import AdvcliError
 from ..evaluation.config import Runtime, Sampling
+from ..runtime.onnx_import.contract import InputContract
 from ..settings import FlatSettings
 from .bounds import check_eps, resolve_intermediate
 
@@ -80,8 +81,9 @@ class VerifyGate:
 class VerifyConfig(FlatSettings):
     """Everything that decides a verification; saved (flat) with every report.
 
-    `model` is a run folder (None: the newest run); `data` a data spec (None: the model's own).
-    Verification is in the L-inf norm with inputs kept inside [0, 1], as the bounds assume.
+    `model` is a run folder or an ONNX file (None: the newest run); `data` a data spec (None: the
+    model's own); `contract` says what an ONNX file takes and gives (as for ``eval``). Verification is
+    in the L-inf norm with inputs kept inside [0, 1] pixel units, as the bounds assume.
     """
 
     model: Optional[str] = None
@@ -92,6 +94,7 @@ class VerifyConfig(FlatSettings):
     runtime: Runtime = field(default_factory=Runtime)
     gate: VerifyGate = field(default_factory=VerifyGate)
     per_class: bool = False
+    contract: InputContract = field(default_factory=InputContract)
 
     def __post_init__(self) -> None:
         attacks = self.falsification.attacks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -21,6 +22,7 @@ from .ops import (
     Identity,
     Linear,
     Op,
+    Rearrange,
     Reshape,
     ScaleShift,
     conv_for_avg_pool,
@@ -35,22 +37,27 @@ FUNCTIONS: dict[Any, str] = {
     F.linear: "linear", torch.matmul: "matmul", operator.matmul: "matmul", F.conv2d: "conv2d",
     torch.conv2d: "conv2d", F.max_pool2d: "max_pool2d", torch.max_pool2d: "max_pool2d",
     F.avg_pool2d: "avg_pool2d", F.adaptive_avg_pool2d: "adaptive_avg_pool2d", torch.mean: "mean",
-    F.dropout: "dropout", torch.addmm: "addmm",
+    F.dropout: "dropout", torch.addmm: "addmm", torch.permute: "rearrange", torch.transpose: "rearrange",
+    torch.flip: "rearrange",
 }
 METHODS: dict[str, str] = {
     "relu": "relu", "relu_": "relu", "view": "reshape", "reshape": "reshape", "flatten": "reshape",
     "contiguous": "identity", "add": "add", "sub": "sub", "mul": "mul", "div": "div", "neg": "neg", "mean": "mean",
+    "permute": "rearrange", "transpose": "rearrange", "flip": "rearrange",
 }
 
 
 SUPPORTED = ("Conv2d, Linear (also F.linear, x @ W, addmm), ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d to 1x1, "
-             "flatten/reshape/view, BatchNorm1d/2d, Identity, Dropout (eval), sum or difference of two branches, "
+             "flatten/reshape/view, permute/transpose/flip, BatchNorm1d/2d, Identity, Dropout (eval), sum or difference of two branches, "
              "+ - * / by constants")
 
 
 def unsupported(what: str, node: fx.Node) -> AdvcliError:
-    """The one-line error for an operation the bound graph cannot represent."""
-    return AdvcliError(f"verification does not support {what} (node {node.name}); supported: {SUPPORTED}")
+    """The one-line error for an operation the bound graph cannot represent; on a converted ONNX
+    file it names the file's operator and node."""
+    origin = node.meta.get("onnx_op")
+    where = f"ONNX operator {origin}, node {node.meta.get('onnx_node')!r}" if origin else f"node {node.name}"
+    return AdvcliError(f"verification does not support {what} ({where}); supported: {SUPPORTED}")
 
 
 
@@ -66,6 +73,7 @@ class Conversion:
     index: dict[fx.Node, int]
     shapes: dict[fx.Node, Optional[tuple[int, ...]]]
     variable: set[fx.Node]
+    example: Optional[torch.Tensor] = None  # one input, for constants that read its dtype or device
 
     def is_variable(self, arg: Any) -> bool:
         return isinstance(arg, fx.Node) and arg in self.variable
@@ -94,6 +102,8 @@ class Conversion:
         kwargs = fx.node.map_arg(node.kwargs, self._evaluate)
         if node.op == "get_attr":
             return fetch_attribute(self.gm, str(node.target))
+        if node.op == "placeholder" and self.example is not None:  # reached through a metadata query only
+            return self.example
         if node.op == "call_function":
             return node.target(*args, **kwargs)
         if node.op == "call_method":
@@ -176,6 +186,8 @@ def _function_op(c: Conversion, node: fx.Node, kind: str, name: str, x: fx.Node)
         return Reshape(in_shape, out_shape)
     if kind == "identity":
         return Identity(in_shape)
+    if kind == "rearrange":
+        return _rearrange(node, in_shape, out_shape)
     if kind == "linear":
         bias = _argument(node, 2, "bias")
         return Linear(in_shape, out_shape, c.constant(_argument(node, 1, "weight")),
@@ -216,6 +228,20 @@ def _function_op(c: Conversion, node: fx.Node, kind: str, name: str, x: fx.Node)
             raise unsupported("dropout in training mode", node)
         return Identity(in_shape)
     raise unsupported(name, node)
+
+
+def _rearrange(node: fx.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Op:
+    """A permute, transpose or flip, as where each output element comes from (found by applying
+    the node to the elements' own indices)."""
+    index = torch.arange(math.prod(in_shape), dtype=torch.float64).reshape(1, *in_shape)
+    args, kwargs = node.args[1:], dict(node.kwargs)
+    if node.op == "call_method":
+        moved = getattr(index, str(node.target))(*args, **kwargs)
+    else:
+        moved = node.target(index, *args, **kwargs)  # type: ignore[operator]
+    if tuple(moved.shape[1:]) != tuple(out_shape):
+        raise unsupported(f"{node.target} that moves the batch dimension", node)
+    return Rearrange(in_shape, out_shape, moved.reshape(-1).to(torch.long), str(getattr(node.target, "__name__", node.target)))
 
 
 def _arithmetic(c: Conversion, node: fx.Node, kind: str) -> tuple[Op, list[fx.Node]]:

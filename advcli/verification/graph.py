@@ -182,7 +182,8 @@ def _convert(gm: fx.GraphModule, root: nn.Module, input_shape: tuple[int, ...], 
     live = _live(result)
     index: dict[fx.Node, int] = {}
     nodes: list[GraphNode] = []
-    context = convert.Conversion(gm, index, shapes, variable)
+    example = torch.zeros(1, *input_shape, dtype=example_dtype, device=device)
+    context = convert.Conversion(gm, index, shapes, variable, example)
     for node in gm.graph.nodes:
         if node not in live or node not in variable:
             continue

@@ -307,6 +307,28 @@ class Identity(AffineOp):
         return patches
 
 
+class Rearrange(AffineOp):
+    """A per-sample rearrangement of the elements (permute, transpose, flip: an NHWC or BGR input
+    contract, an ONNX Transpose): output element i is input element `order[i]`."""
+
+    label = "rearrange"
+
+    def __init__(self, in_shape, out_shape, order: torch.Tensor, label: str) -> None:
+        super().__init__(in_shape, out_shape)
+        self.order, self.label = order, label
+
+    def forward(self, ctx, x):
+        return x.reshape(x.shape[0], -1)[:, self.order.to(x.device)].reshape(x.shape[0], *self.out_shape)
+
+    def radius(self, ctx, radius):
+        return self.forward(ctx, radius)
+
+    def transpose_dense(self, ctx, rows):
+        flat = rows.reshape(rows.shape[0], -1)
+        back = torch.zeros_like(flat).index_copy_(1, self.order.to(flat.device), flat)
+        return back.reshape(rows.shape[0], *self.in_shape)
+
+
 class Add(Op):
     """The sum (or, with `sign` -1, the difference) of two variable branches, as in residual blocks."""
 

@@ -103,6 +103,8 @@ class VerifyReport:
     created: str = field(default_factory=utc_now)
     per_class: Optional[list[ClassRow]] = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    conversion: Optional[dict[str, Any]] = None  # an ONNX file's conversion: parity, operators, seconds
 
     @property
     def samples(self) -> int:
@@ -127,7 +129,8 @@ class VerifyReport:
             "model": self.model, "model_fingerprint": self.model_fingerprint,
             "data": self.data, "data_fingerprint": self.data_fingerprint,
             "split": self.split, "samples": self.samples, "seed": self.config.sampling.seed,
-            "device": self.device, "precision": self.precision, "notes": self.notes,
+            "device": self.device, "precision": self.precision, "notes": self.notes, "warnings": self.warnings,
+            **({"conversion": self.conversion} if self.conversion is not None else {}),
             "norm": "linf", "method": bounds.method, "intermediate": bounds.resolved_intermediate,
             "clean_accuracy": self.clean_accuracy, "certified_accuracy": self.certified_accuracy,
             "robust_accuracy": self.robust_accuracy, "unproven_share": self.curve[-1].unproven_share,

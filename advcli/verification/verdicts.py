@@ -214,18 +214,22 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def verify_radii(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Optional[VerifyConfig] = None, *,
-                 on_progress: Optional[Progress] = None, **overrides) -> list[VerificationResult]:
+                 judge: Optional[nn.Module] = None, on_progress: Optional[Progress] = None,
+                 **overrides) -> list[VerificationResult]:
     """Verdicts of `model` (a torch module, or a torch.fx GraphModule of standard layers) for the
     batch `x` (pixels in [0, 1]) with labels `y`, one result per radius of `config` (flat settings
-    in `overrides`), smallest first. The model runs in eval mode; its modes are restored afterwards.
-    `on_progress(stage, done, total)` is called after every batch."""
+    in `overrides`), smallest first. `judge` (default: `model`) decides every clean prediction and
+    counterexample: onnxruntime on an ONNX file whose conversion `model` is. The model runs in eval
+    mode; its modes are restored afterwards. `on_progress(stage, done, total)` is called after every batch."""
     config = (config or VerifyConfig()).with_flat(**overrides)
     config.validate()
     _check_batch(x, y)
     x, y = x.detach().cpu(), y.detach().cpu().to(torch.long)
     with attack_mode(model):
         graph = build_graph(model, tuple(x.shape[1:]))
-        victim = Victim.of(model, precision=config.runtime.precision)
+        precision = config.runtime.precision
+        victim = Victim.of(model, precision=precision) if judge is None else Victim.converted(
+            judge, model, precision=precision)
         job = _Job(victim, graph, x, y, config, graph.nodes[graph.output].shape[0], on_progress)
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= job.num_classes):
             raise AdvcliError(f"labels must be classes in [0, {job.num_classes})", param="y")

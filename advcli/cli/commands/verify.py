@@ -8,21 +8,33 @@ from typing import List, Optional
 
 import typer
 
-from ...errors import AdvcliError
-from ..failures import EXIT_THRESHOLD, handles_errors
+from ...errors import AdvcliError, OutputError
+from ..failures import EXIT_THRESHOLD, EXIT_USAGE, handles_errors
 from ..options import (
     AttackName,
     BoundMethodName,
+    ChannelOrderChoice,
+    ChannelOrderOpt,
+    ClassNamesOpt,
     DeviceChoice,
     EvalDataOpt,
+    InputRangeChoice,
+    InputRangeOpt,
     IntermediateName,
     JsonOpt,
+    LayoutChoice,
+    LayoutOpt,
+    MeanOpt,
+    OutputsChoice,
+    OutputsOpt,
     PrecisionChoice,
     RunsDirOpt,
     SeedOpt,
+    StdOpt,
+    contract_settings,
 )
-from ..render import print_json, progress_bars, render_verification, say_notes, stage_progress
-from .attack import announce_run
+from ..render import fail, print_json, progress_bars, render_verification, say_notes, say_warnings, stage_progress
+from ..run_choice import announce_run
 
 
 def verify_command(
@@ -36,7 +48,14 @@ def verify_command(
     restarts: int = typer.Option(1, "--restarts", help="Random restarts of every attack."),
     per_class: bool = typer.Option(False, "--per-class", help="Add per-class clean, certified and attacked accuracy."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write certified and attacked accuracy against eps to this PNG."),
-    model: Optional[str] = typer.Option(None, "--model", help="Run folder (default: the newest under --runs-dir)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Run folder or .onnx file (default: the newest run under --runs-dir). An ONNX file is bounded through its conversion to torch, admitted when it reproduces onnxruntime on the samples; onnxruntime judges every prediction and counterexample."),
+    input_range: InputRangeChoice = InputRangeOpt,
+    mean: Optional[str] = MeanOpt,
+    std: Optional[str] = StdOpt,
+    layout: LayoutChoice = LayoutOpt,
+    outputs: OutputsChoice = OutputsOpt,
+    channel_order: ChannelOrderChoice = ChannelOrderOpt,
+    class_names: Optional[str] = ClassNamesOpt,
     data: Optional[str] = EvalDataOpt,
     split: str = typer.Option("test", "--split", help="train or test."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Verify a seeded random subset of this size."),
@@ -50,14 +69,16 @@ def verify_command(
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Exit 1 when clean accuracy is below this."),
     min_certified_accuracy: Optional[float] = typer.Option(None, "--min-certified-accuracy", help="Exit 1 when certified accuracy (at the largest eps) is below this."),
     report_file: Optional[Path] = typer.Option(None, "--report", help="Also write the JSON report to this file."),
+    force: bool = typer.Option(False, "--force", help="Let --report and --plot replace an existing file (never a file inside a run folder)."),
     runs_dir: Path = RunsDirOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Prove robustness by bound propagation: per sample verified, violated (a counterexample was
     found) or unproven; certified accuracy beside clean accuracy and the attacks' robust accuracy."""
     from ...evaluation.api import check_plot_path
-    from ...evaluation.config import parse_eps
+    from ...evaluation.config import parse_eps, read_class_names
     from ...io.atomic import write_json_atomic
+    from ...io.destinations import check_destination
     from ...verification.api import load_verifiable, save_certified_plot, verify
     from ...verification.config import DEFAULT_ATTACKS, VerifyConfig
 
@@ -69,24 +90,32 @@ def verify_command(
         intermediate=intermediate.value if intermediate else None, alpha_steps=alpha_steps,
         attacks=attacks, iters=iters, restarts=restarts, samples=samples, seed=seed,
         batch_size=batch_size, device=device.value, precision=precision.value, min_accuracy=min_accuracy,
-        min_certified_accuracy=min_certified_accuracy, per_class=per_class))
+        min_certified_accuracy=min_certified_accuracy, per_class=per_class,
+        **contract_settings(input_range, mean, std, layout, outputs, channel_order, read_class_names(class_names))))
     config.validate()
     if plot is not None:
         check_plot_path(plot)
+    for path, param in ((report_file, "report"), (plot, "plot")):
+        if path is not None:
+            check_destination(path, param=param, force=force)
     announce_run(model, runs_dir)
     classifier = load_verifiable(config, runs_dir)
     with progress_bars() as progress:
         report = verify(config, classifier=classifier, on_progress=stage_progress(progress))
     say_notes(report.notes)
+    say_warnings(report.warnings)
     payload = report.to_dict()
-    if report_file is not None:
-        write_json_atomic(report_file, payload)
-    if plot is not None:
-        save_certified_plot(report, plot)
     if as_json:
         print_json(payload)
     else:
         render_verification(report)
+    try:
+        if report_file is not None:
+            write_json_atomic(report_file, payload)
+        if plot is not None:
+            save_certified_plot(report, plot)
+    except OutputError as error:
+        fail(f"{error.message} (the results are printed {'on stdout' if as_json else 'above'})", EXIT_USAGE)
     if not report.passed:
         raise typer.Exit(EXIT_THRESHOLD)
 
