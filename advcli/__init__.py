@@ -3,7 +3,8 @@
 The public API: training (:func:`train`, :func:`robust_train`, :func:`resume_training`), attacks
 (:func:`fgsm`, :func:`bim`, :func:`pgd`, :func:`apgd`, :func:`square_attack`, :func:`auto`),
 evaluation (:func:`evaluate`, :func:`evaluate_model`, :func:`craft`; of runs, ONNX files and any
-``torch.nn.Module`` behind an :class:`InputContract`), export (:func:`export_onnx`),
+``torch.nn.Module`` behind an :class:`InputContract`), formal verification (:func:`verify`,
+:func:`verify_model`), export (:func:`export_onnx`),
 data (:func:`load_dataset`) and runs (:func:`load_run`). Names are imported when first used, so
 ``import advcli`` is quick and loads torch only once a name that needs it is touched.
 """
@@ -28,6 +29,8 @@ _EXPORTS = {
     "check_parity": ".export", "export_onnx": ".export",
     "TrainConfig": ".training", "train": ".training", "robust_train": ".training", "train_model": ".training",
     "resume_training": ".training",
+    "VerifyConfig": ".verification", "VerifyReport": ".verification", "verify": ".verification",
+    "verify_model": ".verification", "BOUND_METHODS": ".verification",
 }
 
 _ALIASES = {"TRAINING_METHODS": ("METHODS", ".training")}

@@ -59,6 +59,17 @@ def tiny_dataset(tiny_spec: str):
 
 
 @pytest.fixture(scope="session")
+def pooled_spec(tiny_dataset, tmp_path_factory) -> str:
+    """The tiny digits pooled down to 1x7x7 (as an npz spec): bound propagation on them takes milliseconds."""
+    import torch.nn.functional as F
+
+    path = tmp_path_factory.mktemp("pooled") / "pooled.npz"
+    np.savez(path, x_train=F.avg_pool2d(tiny_dataset.x_train, 4).numpy(), y_train=tiny_dataset.y_train.numpy(),
+             x_test=F.avg_pool2d(tiny_dataset.x_test, 4).numpy(), y_test=tiny_dataset.y_test.numpy())
+    return f"npz:{path}"
+
+
+@pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_dataset, tiny_spec) -> Path:
     """A standard seed-cnn run trained briefly on the tiny data (good clean accuracy, not robust)."""
     runs = tmp_path_factory.mktemp("runs")

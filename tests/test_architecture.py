@@ -235,7 +235,8 @@ def test_the_command_line_starts_without_torch():
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from advcli.cli import app\n"
-        "for args in (['--help'], ['--version'], ['eval', '--help'], ['train', '--batch-size', '0']):\n"
+        "for args in (['--help'], ['--version'], ['eval', '--help'], ['verify', '--help'],\n"
+        "             ['train', '--batch-size', '0'], ['verify', '--method', 'lp']):\n"
         "    CliRunner().invoke(app, args)\n"
         "print(sorted(m for m in ('torch', 'numpy', 'onnx', 'onnxruntime', 'matplotlib') if m in sys.modules))\n"
     )
@@ -251,6 +252,7 @@ FOLDER_REGISTRIES = [
     ("advcli.training.methods", "METHODS"),
     ("advcli.evaluation.sanity", "SANITY_CHECKS"),
     ("advcli.runtime.backends", "BACKENDS"),
+    ("advcli.verification.methods", "BOUND_METHODS"),
 ]
 
 
@@ -273,8 +275,11 @@ def test_command_line_choices_are_the_registries():
     from advcli.data import FORMATS
     from advcli.models import MODELS
     from advcli.training import METHODS
+    from advcli.verification import BOUND_METHODS, INTERMEDIATE_METHODS
 
     assert [choice.value for choice in options.AttackName] == list(ATTACKS.names())
+    assert [choice.value for choice in options.BoundMethodName] == list(BOUND_METHODS.names())
+    assert [choice.value for choice in options.IntermediateName] == list(INTERMEDIATE_METHODS.names())
     assert [choice.value for choice in options.ModelName] == list(MODELS.names())
     assert [choice.value for choice in options.MethodName] == list(METHODS.names())
     assert all(name in options.DATA_HELP for name in FORMATS.names())

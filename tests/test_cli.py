@@ -25,7 +25,7 @@ def invoke(*args):
 def test_help_lists_every_command():
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("train", "robust-train", "attack", "eval", "export"):
+    for command in ("train", "robust-train", "attack", "eval", "verify", "export"):
         assert command in result.stdout
 
 

@@ -30,6 +30,7 @@ from faults.contract import assert_refused, assert_succeeded, invoke, strict_jso
 from faults.fixtures import artifacts, world  # noqa: F401 - fixtures
 
 EVAL = ("--samples", 4, "--iters", 1, "--sanity-samples", 0, "--device", "cpu")
+COMMANDS = {"eval": ("eval", *EVAL), "verify": ("verify", "--samples", 4, "--bounds-only", "--device", "cpu")}
 
 ONNX_METADATA_CASES = {
     "input-shape-a-number": {"advcli.input_shape": "5"},
@@ -48,12 +49,13 @@ ONNX_METADATA_CASES = {
 }
 
 
+@pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize("name", list(ONNX_METADATA_CASES))
-def test_crafted_onnx_metadata_is_refused(name, world):
+def test_crafted_onnx_metadata_is_refused(name, command, world):
     onnx_file = rewrite_onnx_metadata(world.artifacts.onnx, world.root / "crafted" / "model.onnx",
                                       ONNX_METADATA_CASES[name])
     before = world.snapshot()
-    assert_refused(invoke("eval", "--model", onnx_file, *EVAL))
+    assert_refused(invoke(*COMMANDS[command], "--model", onnx_file))
     world.assert_unchanged(before)
 
 
@@ -106,12 +108,13 @@ ONNX_FILE_CASES = {
 }
 
 
+@pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize("name", list(ONNX_FILE_CASES))
-def test_a_corrupt_onnx_file_is_refused(name, world):
+def test_a_corrupt_onnx_file_is_refused(name, command, world):
     path = world.root / "bad.onnx"
     path.write_bytes(ONNX_FILE_CASES[name])
     before = world.snapshot()
-    assert_refused(invoke("eval", "--model", path, *EVAL))
+    assert_refused(invoke(*COMMANDS[command], "--model", path))
     world.assert_unchanged(before)
 
 

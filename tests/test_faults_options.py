@@ -118,6 +118,31 @@ def test_training_refuses_bad_values_before_training(name, world):
     world.assert_unchanged(before)
 
 
+VERIFY = ("--samples", 4, "--bounds-only", "--device", "cpu")
+VERIFY_VALUE_CASES = {
+    "eps-nan": ("--eps", "nan"),
+    "eps-above-1": ("--eps", 2),
+    "eps-list-with-negative": ("--eps", "0.05,-0.1"),
+    "eps-not-numbers": ("--eps", "0.1,abc"),
+    "samples-0": ("--samples", 0),
+    "alpha-steps-negative": ("--alpha-steps", -1),
+    "intermediate-for-ibp": ("--method", "ibp", "--intermediate", "crown"),
+    "min-certified-accuracy-nan": ("--min-certified-accuracy", "nan"),
+    "min-certified-accuracy-above-1": ("--min-certified-accuracy", 1.5),
+    "attack-and-bounds-only": ("--attack", "pgd"),
+    "contract-for-a-run": ("--input-range", "0,255"),
+    "split-unknown": ("--split", "validation"),
+    "seed-2**64": ("--seed", 2**64),
+}
+
+
+@pytest.mark.parametrize("name", list(VERIFY_VALUE_CASES))
+def test_verify_refuses_bad_values_before_verifying(name, world):
+    before = world.snapshot()
+    assert_refused(invoke("verify", "--model", world.run, *VERIFY, *VERIFY_VALUE_CASES[name]))
+    world.assert_unchanged(before)
+
+
 EXPORT_VALUE_CASES = {"opset-99": ("--opset", 99), "parity-samples-0": ("--parity-samples", 0),
                       "parity-samples-negative": ("--parity-samples", -1)}
 
@@ -137,6 +162,8 @@ JSON_COMMANDS = {
     "export": lambda w: ("export", "--model", w.run, "--out", w.root / "m.onnx", "--parity-samples", 4),
     "train": lambda w: ("train", "--data", w.artifacts.spec, "--epochs", 1, "--out", w.runs / "new", "--device", "cpu"),
     "eval-onnx": lambda w: ("eval", "--model", w.artifacts.onnx, *EVAL, "--attack", "square", "--queries", 5),
+    "verify": lambda w: ("verify", "--model", w.run, *VERIFY),
+    "verify-onnx": lambda w: ("verify", "--model", w.artifacts.onnx, *VERIFY),
 }
 
 
@@ -147,6 +174,8 @@ def test_json_output_is_strict_json_on_success_and_empty_on_failure(command, wor
     assert isinstance(strict_json(ok.stdout), dict)
     if command.startswith("eval"):  # evaluating twice is fine; a missing model is not
         failed = invoke("eval", "--model", world.root / "absent", *EVAL, "--json")
+    elif command.startswith("verify"):
+        failed = invoke("verify", "--model", world.root / "absent", *VERIFY, "--json")
     else:  # the same output again: refused, it exists
         failed = invoke(*JSON_COMMANDS[command](world), "--json")
     assert failed.code == 2 and failed.stdout == "", failed.describe()

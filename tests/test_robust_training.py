@@ -324,7 +324,14 @@ RESUME_CASES = {
     "none": dict(method="none", eps=0.0),
     "fgsm-rs-fp32": dict(method="fgsm-rs", precision="fp32", val_every=4),
     "free-bf16": dict(method="free", replays=2, epochs=2, val_every=3, precision="bf16"),
+    "ibp": dict(method="ibp", eps_ramp=1, optimizer="adam", lr=0.001, val_every=4),
+    "crown-ibp": dict(method="crown-ibp", eps=0.05, eps_ramp=1, val_every=5, on_collapse="rollback",
+                      collapse_drop=0.01),
 }
+
+
+def test_resume_cases_cover_every_method():
+    assert {case["method"] for case in RESUME_CASES.values()} == set(METHODS)
 
 
 @pytest.mark.parametrize("case", sorted(RESUME_CASES))

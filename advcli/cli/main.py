@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 import typer
 
 from .._version import __version__
-from .commands import attack, evaluate, export, report, train
+from .commands import attack, evaluate, export, report, train, verify
 from .failures import EXIT_USAGE
 from .help import Command, Group
 from .render import error_line, out
@@ -80,7 +80,7 @@ def main(
     """advcli: adversarial robustness from the command line."""
 
 
-for _command in (train, attack, evaluate, export, report):
+for _command in (train, attack, evaluate, verify, export, report):
     _command.register(app)
 for _info in app.registered_commands:
     _info.cls = Command

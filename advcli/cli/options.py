@@ -19,6 +19,7 @@ from ..threat import NORMS
 from ..training.collapse import ON_COLLAPSE
 from ..training.methods import METHODS
 from ..training.optimizers import LR_SCHEDULES, OPTIMIZERS
+from ..verification.methods import BOUND_METHODS, INTERMEDIATE_METHODS
 
 
 def choices(name: str, registry: Registry) -> type[Enum]:
@@ -36,6 +37,8 @@ MethodName = choices("MethodName", METHODS)
 OptimizerName = choices("OptimizerName", OPTIMIZERS)
 LrScheduleName = choices("LrScheduleName", LR_SCHEDULES)
 OnCollapseName = choices("OnCollapseName", ON_COLLAPSE)
+BoundMethodName = choices("BoundMethodName", BOUND_METHODS)
+IntermediateName = choices("IntermediateName", INTERMEDIATE_METHODS)
 LayoutChoice = choices("LayoutChoice", LAYOUTS)
 OutputsChoice = choices("OutputsChoice", OUTPUT_KINDS)
 ChannelOrderChoice = choices("ChannelOrderChoice", CHANNEL_ORDERS)

@@ -17,6 +17,7 @@ from .escaping import shown
 
 if TYPE_CHECKING:
     from ..evaluation.report import EvalReport
+    from ..verification.report import VerifyReport
 
 err = Console(stderr=True)
 out = Console()
@@ -155,3 +156,32 @@ def _render_sanity(report: "EvalReport") -> None:
         unchecked = sum(not check.checked for check in report.sanity)
         out.print("[green]all sanity checks passed[/]" + (f" ({unchecked} not checked)" if unchecked else ""),
                   highlight=False)
+
+
+def render_verification(report: "VerifyReport") -> None:
+    """Verdict counts and accuracies per radius; per class when asked; missed thresholds."""
+    bounds = report.config.bounds
+    attacks = ", ".join(attack.name for attack in report.attacks) or "none"
+    table = Table(title=f"{report.model} on {report.data} ({report.split}, {report.samples} samples): "
+                        f"{bounds.method} (intermediate {bounds.resolved_intermediate})",
+                  caption=f"clean accuracy {report.clean_accuracy:.4f}; counterexample attacks: {attacks}; "
+                          f"on {report.device}; {precision_note(report.precision)}")
+    for column in ("eps", "verified", "violated", "unproven", "certified", "attacked", "seconds"):
+        table.add_column(column, justify="right")
+    for point in report.curve:
+        table.add_row(f"{point.eps:g}", str(point.verified), str(point.violated), str(point.unproven),
+                      f"[bold]{point.certified_accuracy:.4f}", f"{point.robust_accuracy:.4f}",
+                      f"{point.attack_seconds + point.bound_seconds:.1f}")
+    out.print(table)
+    if report.per_class is not None:
+        classes = Table(title=f"Per class: certified / attacked accuracy at eps {report.curve[-1].eps:g}")
+        for column in ("class", "samples", "clean", "certified", "attacked"):
+            classes.add_column(column, justify="left" if column == "class" else "right")
+        for row in report.per_class:
+            cells = ["–" if value is None else f"{value:.4f}"
+                     for value in (row.clean_accuracy, row.certified[-1], row.robust[-1])]
+            classes.add_row(row.name if row.name == str(row.index) else f"{row.index} {row.name}", str(row.samples),
+                            *cells)
+        out.print(classes)
+    for failure in report.failures:
+        err.print(f"[bold red]threshold missed:[/] {failure}", highlight=False)

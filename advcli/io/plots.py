@@ -69,6 +69,9 @@ def _plot_validation(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
     ax.plot(iterations, [float(row["val_accuracy"]) for row in rows], "o-", color="#31a354", label="validation, clean")
     ax.plot(iterations, [float(row["val_robust_accuracy"]) for row in rows], "s-", color="#de2d26",
             label="validation, robust (PGD)")
+    if any(row.get("val_certified_accuracy") not in (None, "") for row in rows):
+        ax.plot(iterations, [float(row.get("val_certified_accuracy") or "nan") for row in rows], "^-",
+                color="#3182bd", label="validation, certified")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("Iteration")
     ax.set_ylabel("Accuracy")
@@ -117,8 +120,10 @@ def save_robustness_curve(
     title: str = "Robust accuracy",
     clean_accuracy: Optional[float] = None,
     chance: Optional[float] = None,
+    ylabel: str = "Robust accuracy",
 ) -> None:
-    """Robust accuracy against eps, one line per series, with clean accuracy and chance marked."""
+    """Robust accuracy (or another accuracy, `ylabel`) against eps, one line per series, with clean
+    accuracy and chance marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for label, values in series.items():
@@ -130,7 +135,7 @@ def save_robustness_curve(
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
     ax.set_xlabel("eps")
-    ax.set_ylabel("Robust accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize=10, parse_math=False)
     ax.grid(alpha=0.3)

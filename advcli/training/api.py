@@ -48,6 +48,7 @@ def run_metadata(result: TrainResult) -> dict[str, Any]:
     """The ``model.json`` description of a trained model."""
     dataset = result.dataset
     adversarial = result.config.method_spec.adversarial
+    attacks = adversarial and not result.config.method_spec.certified
     meta = {
         "created": utc_now(),
         "architecture": result.config.arch,
@@ -57,7 +58,7 @@ def run_metadata(result: TrainResult) -> dict[str, Any]:
         "training": {
             "method": result.config.method,
             "eps": result.config.adversary.eps if adversarial else 0.0,
-            "alpha": result.config.step_size if adversarial else None,
+            "alpha": result.config.step_size if attacks else None,
             "precision": result.config.precision,
         },
         "config": result.config.flat(),

@@ -87,8 +87,10 @@ class GuardSettings:
 @dataclass(frozen=True)
 class StepSettings:
     """What one training step needs to know: this update's (possibly ramped) eps and step, the attack's
-    steps and start, clipping, TRADES' beta and the mini-batch size (this process's share of it when
-    several share a batch). With `keys`, random draws are keyed per sample (:mod:`.noise`)."""
+    steps and start, clipping, TRADES' beta, the mini-batch size (this process's share of it when
+    several share a batch), and the share of the eps ramp done by this update (1 once eps is at full
+    size, or without a ramp; certified training's schedules follow it). With `keys`, random draws are
+    keyed per sample (:mod:`.noise`)."""
 
     eps: float
     alpha: float
@@ -98,6 +100,7 @@ class StepSettings:
     beta: float
     batch_size: int
     keys: Optional["NoiseKeys"] = None
+    ramp_progress: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -170,22 +173,23 @@ class TrainConfig(FlatSettings):
 
     def resolved(self) -> "TrainConfig":
         """A copy with every method default filled in."""
+        attacks = self.method_spec.adversarial and not self.method_spec.certified
         return self.with_flat(
-            alpha=self.step_size if self.method_spec.adversarial else self.adversary.alpha,
+            alpha=self.step_size if attacks else self.adversary.alpha,
             iters=self.attack_iters, init=self.start, replays=self.batch_replays,
             val_split=self.validation_fraction,
         )
 
     def step_settings(self, step: int, ramp_steps: int) -> StepSettings:
         """Update `step`'s settings: eps (and alpha with it) grow linearly over the first `ramp_steps`."""
-        config = self
+        config, factor = self, 1.0
         if ramp_steps > 0 and step + 1 < ramp_steps:
             factor = (step + 1) / ramp_steps
             alpha = self.adversary.alpha
             config = self.with_flat(eps=self.adversary.eps * factor, alpha=None if alpha is None else alpha * factor)
         return StepSettings(eps=config.adversary.eps, alpha=config.step_size, iters=config.attack_iters,
                             init=config.start, clip=config.adversary.clip, beta=config.adversary.beta,
-                            batch_size=config.optimization.batch_size)
+                            batch_size=config.optimization.batch_size, ramp_progress=factor)
 
     def validate(self) -> None:
         """Reject impossible settings eagerly, before any data is loaded."""
@@ -231,6 +235,15 @@ class TrainConfig(FlatSettings):
         spec, a = self.method_spec, self.adversary
         multi_step = ", ".join(name for name, other in METHODS.items() if other.multi_step)
         choosable = ", ".join(name for name, other in METHODS.items() if other.inits)
+        if spec.certified:
+            unset = {"alpha": None, "iters": spec.default_iters, "init": None}  # as resolved() leaves them
+            given = next((name for name, value in unset.items() if getattr(a, name) not in (None, value)), None)
+            _first_failure([
+                (a.eps > 0, f"certified training ({self.method}) needs `eps` > 0", "eps"),
+                (given is None, f"`{given}` does not apply to method {self.method}: it trains on bounds, not attacks",
+                 str(given)),
+            ])
+            return
         _first_failure([
             (not spec.adversarial or a.eps > 0, f"adversarial training ({self.method}) needs `eps` > 0", "eps"),
             (not spec.adversarial or self.step_size > 0,

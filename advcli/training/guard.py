@@ -54,10 +54,17 @@ def split_validation(count: int, fraction: float, seed: int) -> ValidationSplit:
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """Clean and robust accuracy on the validation slice."""
+    """Clean and robust (PGD) accuracy on the validation slice, and for certified training its
+    certified accuracy; the guard keeps the weights with the best :attr:`score`."""
 
     accuracy: float
     robust_accuracy: float
+    certified_accuracy: Optional[float] = None
+
+    @property
+    def score(self) -> float:
+        """What the guard selects by: certified accuracy where measured, else robust accuracy."""
+        return self.robust_accuracy if self.certified_accuracy is None else self.certified_accuracy
 
 
 def pgd_validation(
@@ -138,6 +145,8 @@ class CollapseGuard:
         self.action = action
         self.best_accuracy: Optional[float] = None
         self.best_robust_accuracy: Optional[float] = None
+        self.best_certified_accuracy: Optional[float] = None
+        self.best_score: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self.best_iteration: Optional[int] = None
         self.events: list[dict[str, Any]] = []
@@ -149,16 +158,18 @@ class CollapseGuard:
     def observe(
         self, result: ValidationResult, *, epoch: int, iteration: int, model: nn.Module, optimizer: torch.optim.Optimizer
     ) -> GuardDecision:
-        """Take one validation result into account; snapshot on a new best, act on a collapse."""
-        robust = result.robust_accuracy
-        if self.best_robust_accuracy is None or robust > self.best_robust_accuracy:
-            self.best_accuracy, self.best_robust_accuracy = result.accuracy, robust
+        """Take one validation result into account; snapshot on a new best, act on a collapse (both
+        judged by the result's :attr:`~ValidationResult.score`)."""
+        score = result.score
+        if self.best_score is None or score > self.best_score:
+            self.best_accuracy, self.best_robust_accuracy = result.accuracy, result.robust_accuracy
+            self.best_certified_accuracy, self.best_score = result.certified_accuracy, score
             self.best_epoch, self.best_iteration = epoch, iteration
             self.best_model = _state_copy(model)
             self.best_optimizer = copy.deepcopy(optimizer.state_dict())
             self.collapsed = False
             return GuardDecision()
-        if self.best_robust_accuracy - robust <= self.drop:
+        if self.best_score - score <= self.drop:
             self.collapsed = False
             return GuardDecision()
         if self.collapsed:
@@ -167,11 +178,14 @@ class CollapseGuard:
         event = {
             "epoch": epoch,
             "iteration": iteration,
-            "val_robust_accuracy": robust,
+            "val_robust_accuracy": result.robust_accuracy,
             "best_val_robust_accuracy": self.best_robust_accuracy,
             "best_epoch": self.best_epoch,
             "action": self.action,
         }
+        if result.certified_accuracy is not None:
+            event.update(val_certified_accuracy=result.certified_accuracy,
+                         best_val_certified_accuracy=self.best_certified_accuracy)
         stop = ON_COLLAPSE.get(self.action)(self, model, optimizer)
         if self.lr_scale != 1.0:
             event["lr_scale"] = self.lr_scale
@@ -195,7 +209,7 @@ class CollapseGuard:
 
     def record(self) -> dict[str, Any]:
         """The JSON-able part of the guard's state (the snapshots are tensors, saved apart)."""
-        return {
+        record = {
             "best_epoch": self.best_epoch,
             "best_iteration": self.best_iteration,
             "best_val_accuracy": self.best_accuracy,
@@ -204,6 +218,9 @@ class CollapseGuard:
             "lr_scale": self.lr_scale,
             "collapsed": self.collapsed,
         }
+        if self.best_certified_accuracy is not None:
+            record["best_val_certified_accuracy"] = self.best_certified_accuracy
+        return record
 
     def load_record(self, record: dict[str, Any]) -> None:
         """Restore what :meth:`record` returned (snapshots are restored separately)."""
@@ -211,6 +228,9 @@ class CollapseGuard:
         self.best_iteration = record["best_iteration"]
         self.best_accuracy = record["best_val_accuracy"]
         self.best_robust_accuracy = record["best_val_robust_accuracy"]
+        self.best_certified_accuracy = record.get("best_val_certified_accuracy")
+        self.best_score = (self.best_robust_accuracy if self.best_certified_accuracy is None
+                           else self.best_certified_accuracy)
         self.events = [dict(event) for event in record["events"]]
         self.lr_scale = record["lr_scale"]
         self.collapsed = record["collapsed"]

@@ -32,6 +32,7 @@ from ..runtime.coordination import main_decides
 from ..runtime.device import resolve_device
 from ..runtime.distributed import DistributedContext, agree, broadcast_buffers, exchanging
 from ..runtime.precision import is_reduced, resolve_precision
+from ..verification.verdicts import verify_batch
 from .checkpoint import Generators, capture, restore
 from .config import TrainConfig
 from .guard import CollapseGuard, ValidationResult, pgd_validation, split_validation
@@ -53,6 +54,10 @@ from .parallel import (
     training_module,
 )
 
+# The bounds certified training is validated by: CROWN over interval bounds of every layer (CROWN-IBP's
+# bound, never looser than IBP's), as verified by `advcli verify --method crown --intermediate ibp`.
+CERTIFIED_VALIDATION = {"method": "crown", "intermediate": "ibp"}
+
 # validator(model, x_val, y_val, config) -> clean and robust validation accuracy
 Validator = Callable[[nn.Module, torch.Tensor, torch.Tensor, TrainConfig], ValidationResult]
 
@@ -60,12 +65,17 @@ Validator = Callable[[nn.Module, torch.Tensor, torch.Tensor, TrainConfig], Valid
 def robust_validation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
                       indices: Optional[torch.Tensor] = None) -> ValidationResult:
     """The guard's measure: PGD-`val_iters` accuracy at the full eps (eps 0: clean accuracy), the
-    attack crafted in the run's precision, every sample classified in float32. With `indices`
-    (positions in the validation slice), random starts are keyed per sample."""
+    attack crafted in the run's precision, every sample classified in float32; for certified
+    training also certified accuracy at the full eps (:data:`CERTIFIED_VALIDATION` bounds, fp32).
+    With `indices` (positions in the validation slice), random starts are keyed per sample."""
     precision = resolve_precision(config.precision, x.device, training=True)
     crafter = Autocast(model, precision, x.device.type) if is_reduced(precision) else None
-    return pgd_validation(model, x, y, eps=config.adversary.eps, iters=config.guard.val_iters,
-                          clip=config.adversary.clip, seed=config.seed + 3, crafter=crafter, indices=indices)
+    result = pgd_validation(model, x, y, eps=config.adversary.eps, iters=config.guard.val_iters,
+                            clip=config.adversary.clip, seed=config.seed + 3, crafter=crafter, indices=indices)
+    if not config.method_spec.certified:
+        return result
+    verdicts = verify_batch(model, x, y, config.adversary.eps, attacks=(), **CERTIFIED_VALIDATION)
+    return replace(result, certified_accuracy=int(verdicts.verified.sum()) / max(1, len(x)))
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> float:
@@ -206,6 +216,8 @@ def _validate(session: _Session, validator: Validator, row: dict[str, Any], prog
                                 session.context, session.keyed)
     row["val_accuracy"] = round(result.accuracy, 6)
     row["val_robust_accuracy"] = round(result.robust_accuracy, 6)
+    if result.certified_accuracy is not None:
+        row["val_certified_accuracy"] = round(result.certified_accuracy, 6)
     progress.validation = result
     decision = session.guard.observe(result, epoch=epoch_index + 1, iteration=session.step, model=session.model,
                                      optimizer=session.optimizer)
@@ -336,6 +348,8 @@ def _finish(session: _Session, interrupted: bool, stopped_by_guard: bool, second
     metrics = {
         "clean_test_accuracy": round(test_accuracy, 6),
         **_validation_metrics(guard),
+        **({"val_certified_accuracy": None if guard is None else guard.best_certified_accuracy}
+           if config.method_spec.certified else {}),
         "final_loss": session.history[-1]["loss"] if session.history else None,
         "epochs_completed": session.step // session.steps_per_epoch,
         "iterations": session.step,
@@ -354,14 +368,18 @@ def _finish(session: _Session, interrupted: bool, stopped_by_guard: bool, second
 def _guard_summary(config: TrainConfig, guard: CollapseGuard, samples: int, kept: str, stopped: bool) -> dict[str, Any]:
     """The ``guard`` entry of model.json: how validation was done, what it saw, which model was kept."""
     settings, eps = config.guard, config.adversary.eps
+    certified = config.method_spec.certified
+    measure = (f"certified accuracy ({CERTIFIED_VALIDATION['method']} bounds over "
+               f"{CERTIFIED_VALIDATION['intermediate']} intermediate bounds)" if certified
+               else f"PGD-{settings.val_iters} accuracy")
     return {
-        "selection": f"weights with the best PGD-{settings.val_iters} accuracy on the validation slice of the "
-                     "training split",
+        "selection": f"weights with the best {measure} on the validation slice of the training split",
         "validation": {
             "split": "train", "fraction": config.validation_fraction, "samples": samples,
             "attack": "pgd", "eps": eps, "iters": settings.val_iters,
             "alpha": 2.5 * eps / settings.val_iters, "init": "random",
             "every": settings.val_every or "epoch",
+            **({"certified": {**CERTIFIED_VALIDATION, "eps": eps}} if certified else {}),
         },
         "collapse_drop": settings.collapse_drop,
         "on_collapse": settings.on_collapse,

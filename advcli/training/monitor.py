@@ -67,5 +67,6 @@ def chance_warning(result: ValidationResult, epoch: int) -> str:
 
 
 def collapse_warning(event: dict[str, Any]) -> str:
-    return (f"robust validation accuracy collapsed to {event['val_robust_accuracy']:.4f} "
-            f"(best {event['best_val_robust_accuracy']:.4f} at epoch {event['best_epoch']}); {event['action']}")
+    kind = "certified" if "val_certified_accuracy" in event else "robust"
+    return (f"{kind} validation accuracy collapsed to {event[f'val_{kind}_accuracy']:.4f} "
+            f"(best {event[f'best_val_{kind}_accuracy']:.4f} at epoch {event['best_epoch']}); {event['action']}")

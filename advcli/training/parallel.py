@@ -131,9 +131,12 @@ def sharded_validation(validator: Callable[..., ValidationResult], model: nn.Mod
     result = validator(model, x[rows], y[rows], config, **extra)
     if not context.distributed:
         return result
-    clean, robust, total = totals_over_ranks(
-        [_as_count(result.accuracy, len(rows)), _as_count(result.robust_accuracy, len(rows)), len(rows)], context)
-    return ValidationResult(clean / max(total, 1), robust / max(total, 1))
+    certified = result.certified_accuracy
+    clean, robust, verified, total = totals_over_ranks(
+        [_as_count(result.accuracy, len(rows)), _as_count(result.robust_accuracy, len(rows)),
+         _as_count(certified or 0.0, len(rows)), len(rows)], context)
+    return ValidationResult(clean / max(total, 1), robust / max(total, 1),
+                            None if certified is None else verified / max(total, 1))
 
 
 @torch.no_grad()

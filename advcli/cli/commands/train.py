@@ -65,6 +65,8 @@ def _describe_progress(p: "TrainProgress") -> str:
         parts.append(f"loss {p.epoch_loss:.4f}")
     if p.validation is not None:
         parts.append(f"val clean {p.validation.accuracy:.4f}  val robust {p.validation.robust_accuracy:.4f}")
+        if p.validation.certified_accuracy is not None:
+            parts.append(f"val certified {p.validation.certified_accuracy:.4f}")
     return "  ".join(parts)
 
 
@@ -79,8 +81,10 @@ def _report_training(path: Path, result: "TrainResult", command: str, rerun_cont
                   soft_wrap=True)
     guard = result.guard
     if guard is not None and guard["best_epoch"] is not None:
+        certified = guard.get("best_val_certified_accuracy")
         err.print(f"kept the {guard['kept']} model: epoch {guard['best_epoch']} (iteration {guard['best_iteration']}), "
                   f"robust validation accuracy {guard['best_val_robust_accuracy']:.4f}"
+                  + (f", certified {certified:.4f}" if certified is not None else "")
                   + (f"; {len(guard['events'])} collapse event(s)" if guard["events"] else ""), highlight=False)
     if metrics["stopped_by_guard"]:
         err.print("[yellow]training stopped by the guard: robust validation accuracy collapsed[/]")
@@ -152,7 +156,9 @@ def _run_training(
         return
     summary = {"run": str(path), **result.metrics}
     if result.guard is not None:
-        summary["guard"] = {key: result.guard[key] for key in ("best_epoch", "best_val_robust_accuracy", "events", "kept")}
+        summary["guard"] = {key: result.guard[key] for key in ("best_epoch", "best_val_robust_accuracy",
+                                                                "best_val_certified_accuracy", "events", "kept")
+                            if key in result.guard}
     if as_json:
         print_json(summary)
     else:

@@ -126,6 +126,7 @@ def convert(source: ModelSource, *, input_dims: Optional[Sequence[int]] = None) 
     scale = 255.0 if dtype == torch.uint8 else 1.0
     probes = tuple(torch.rand(b, *dims[1:], generator=generator).mul_(scale) for b in batches)
     env[image.name] = builder.placeholder("x", probes)  # type: ignore[arg-type]
+    _record_origin(builder, "input", image.name)
     output_name = graph.output[0].name
     softmax_index = _trailing_softmax(graph, output_name)
     softmax = graph.node[softmax_index] if softmax_index is not None else None
@@ -184,12 +185,22 @@ def _convert_node(builder: GraphBuilder, opset: int, node: Any, index: int, env:
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         message = " ".join(str(error).split())[:200]
         raise ConversionError(f"node {name!r} ({node.op_type}): cannot convert ({message})") from None
+    _record_origin(builder, node.op_type, name)
     produced = list(produced) if isinstance(produced, (list, tuple)) else [produced]
     extra = [value for value in node.output[len(produced):] if value in consumed]
     if extra:
         raise ConversionError(f"node {name!r} ({node.op_type}): output {extra[0]!r} (beyond the first "
                               f"{len(produced)}) is not supported")
     return produced
+
+
+def _record_origin(builder: GraphBuilder, op_type: str, name: str) -> None:
+    """Mark the fx nodes just added with the ONNX node they compute (``meta["onnx_op"]`` and
+    ``meta["onnx_node"]``), so that a later refusal of one of them can name the file's operator."""
+    for fx_node in reversed(builder.graph.nodes):
+        if "onnx_op" in fx_node.meta:
+            return
+        fx_node.meta["onnx_op"], fx_node.meta["onnx_node"] = op_type, name
 
 
 def forward_any_batch(module: nn.Module, x: torch.Tensor, fixed_batch: Optional[int]) -> torch.Tensor:

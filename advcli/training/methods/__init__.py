@@ -48,7 +48,9 @@ class TrainingMethodSpec:
     multi_step: bool = False  # accepts iters > 1
     inits: tuple[str, ...] = ()  # starting points it offers; the first is the default
     default_replays: int = 1
+    certified: bool = False  # trains on certified bounds (no attack); validated by certified accuracy too
 
 
 METHODS: Registry[TrainingMethodSpec] = Registry("method", param="method", package=__name__,
-                                                 order=("none", "fgsm-rs", "pgd", "trades", "free", "n-fgsm"))
+                                                 order=("none", "fgsm-rs", "pgd", "trades", "free", "n-fgsm", "ibp",
+                                                        "crown-ibp"))
