@@ -120,3 +120,19 @@ def test_a_browser_draws_the_command_line_report(measured, tmp_path):
                   "--out", out, "--no-markdown").exit_code == 0
     pixels = screenshot(out, tmp_path / "shot.png", height=2400)
     assert pixels.shape == (2400, 1200) and pixels.std() > 20 and (pixels < 128).mean() > 0.01
+
+
+def test_an_advcli_verify_report_is_shown_with_its_own_attacks(measured, tmp_path):
+    verification = tmp_path / "verify.json"
+    verified = invoke("verify", "--model", measured["run"], "--eps", "0.01,0.05", "--samples", "12", "--device", "cpu",
+                      "--quiet", "--report", verification)
+    assert verified.exit_code == 0, verified.output
+    out = tmp_path / "verified.html"
+    result = invoke("report", measured["run"], "--verification", verification, "--out", out, "--no-markdown")
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "verification" in sections(page)
+    curve = json.loads(verification.read_text())["curve"]
+    shown = page[page.index('id="section-verification"'):]
+    for point in curve:  # certified and the verifier's own attacked figure, radius by radius
+        assert f"{100 * point['certified_accuracy']:.1f}%" in shown and f"{100 * point['robust_accuracy']:.1f}%" in shown

@@ -15,7 +15,10 @@ Verification results (``ReportInputs.verification``) are a dict of this shape::
          "certified_accuracy": 0.81,  # share of all samples proven correctly classified in the ball
          "verified": 0.84,            # of the attempted (clean-correct) samples: proven robust,
          "violated": 0.06,            #   a counterexample found,
-         "unproven": 0.10}]}          #   neither; the three add up to 1
+         "unproven": 0.10,            #   neither; the three add up to 1
+         "robust_accuracy": 0.90}]}   # optional: the verifier's own attacks on the same samples
+
+An ``advcli verify --report`` document is read into this shape (:func:`from_verify_report`).
 """
 
 from __future__ import annotations
@@ -118,10 +121,38 @@ def _share(row: Mapping[str, Any], key: str, where: str) -> float:
     return float(value)
 
 
+def from_verify_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    """An ``advcli verify --report`` document in the shape above: its curve's counts over all samples
+    become shares of the attempted (clean-correct) ones, the clean errors taken out of the violated."""
+    rows = []
+    for point in report.get("curve") or ():
+        if not isinstance(point, Mapping):
+            raise AdvcliError(f"report: verification curve point {point!r} is not a dict")
+        counts = {key: point.get(key) for key in ("verified", "violated", "unproven")}
+        clean_errors = (point.get("violated_by") or {}).get("clean", 0)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (*counts.values(), clean_errors)):
+            raise AdvcliError(f"report: verification curve point at eps {point.get('eps')!r}: counts must be "
+                              "whole numbers >= 0")
+        attempted = sum(counts.values()) - clean_errors
+        if attempted < 0 or clean_errors > counts["violated"]:
+            raise AdvcliError(f"report: verification curve point at eps {point.get('eps')!r}: more clean errors "
+                              "than violations")
+        counts["violated"] -= clean_errors
+        rows.append({"eps": point.get("eps"), "certified_accuracy": point.get("certified_accuracy"),
+                     "robust_accuracy": point.get("robust_accuracy"),
+                     **{key: value / attempted if attempted else (1.0 if key == "unproven" else 0.0)
+                        for key, value in counts.items()}})
+    return {key: report.get(key) for key in ("method", "norm", "samples", "seconds", "model_fingerprint")
+            if key in report} | {"results": rows}
+
+
 def check_verification(verification: Mapping[str, Any]) -> dict[str, Any]:
-    """The verification dict (shape in the module docstring), checked, with its rows sorted by eps."""
+    """The verification dict (shape in the module docstring, or an ``advcli verify`` report),
+    checked, with its rows sorted by eps."""
     if not isinstance(verification, Mapping):
         raise AdvcliError("report: verification results must be a dict")
+    if "results" not in verification and "curve" in verification:
+        verification = from_verify_report(verification)
     for key, kinds in (("method", str), ("norm", str), ("samples", int), ("seconds", (int, float))):
         if not isinstance(verification.get(key), kinds) or isinstance(verification.get(key), bool):
             raise AdvcliError(f"report: verification lacks {key!r} (or it has the wrong type)")
@@ -140,6 +171,8 @@ def check_verification(verification: Mapping[str, Any]) -> dict[str, Any]:
         total = shares["verified"] + shares["violated"] + shares["unproven"]
         if abs(total - 1.0) > SHARE_TOLERANCE:
             raise AdvcliError(f"report: verification {where}: verified + violated + unproven is {total:g}, not 1")
+        if row.get("robust_accuracy") is not None:  # the verifier's own attacks, on the same samples
+            shares["robust_accuracy"] = _share(row, "robust_accuracy", where)
         checked.append({"eps": float(eps), **shares})
     if len({row["eps"] for row in checked}) != len(checked):
         raise AdvcliError("report: verification has two rows for the same eps")

@@ -153,7 +153,7 @@ def verification_section(verification: Mapping[str, Any], evaluation: Optional[M
         attacked = {float(p["eps"]): p.get("robust_accuracy") for p in _curve_rows(evaluation)}
     rows, notices = [], []
     for row in verification["results"]:
-        upper = attacked.get(row["eps"])
+        upper = row.get("robust_accuracy", attacked.get(row["eps"]))
         rows.append([Cell(f"{row['eps']:g}", numeric=True), Cell(percent(row["certified_accuracy"]), numeric=True),
                      Cell(percent(upper), numeric=True),
                      Cell(percent(row["verified"]), numeric=True), Cell(percent(row["violated"]), numeric=True),
