@@ -74,12 +74,13 @@ def test_ctrl_c_during_an_attack_exits_130_and_writes_nothing(command, server, w
 
 
 def test_a_second_ctrl_c_aborts_at_once_with_130_and_leaves_nothing_half_written(server, world):
-    """The first Ctrl-C stops training after its iteration; the second (50 ms later, usually during the
-    save) aborts. Either the save is undone or it had finished: never a half-written folder."""
+    """The first Ctrl-C stops training after its iteration; the second, sent once the save's staging
+    folder appears, aborts the save. Either the save is undone or it had finished: never a
+    half-written folder."""
     out = world.runs / "aborted"
     outcome = server.run_one(Job(_training(world, "train", out), cwd=world.root, timeout=60,
                                  signals=[{"signal": SIGINT, "stderr_contains": "epoch 1/"},
-                                          {"signal": SIGINT, "after": 0.05}]))
+                                          {"signal": SIGINT, "path_glob": str(world.runs / ".aborted.partial-*")}]))
     assert outcome.signals_sent == 2, outcome.describe()
     assert_failed_after_work(outcome, 130)
     assert not _hidden_leftovers(world.runs)
