@@ -21,14 +21,6 @@ pytestmark = [requires_gloo, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def job(library_job):
     out, _, ranks = library_job
     return out, ranks
@@ -45,7 +37,7 @@ def dataset(data):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(data, dataset, single_thread):
+def uninterrupted(data, dataset, one_thread):
     """The resume configuration run through on one process."""
     return flat_parameters(train_model(resume_config(data), dataset=dataset).model)
 
@@ -54,7 +46,7 @@ def close(first: torch.Tensor, second: torch.Tensor) -> float:
     return float((first - second).abs().max())
 
 
-def test_plain_training_on_two_processes_equals_one_process(job, data, dataset, single_thread):
+def test_plain_training_on_two_processes_equals_one_process(job, data, dataset, one_thread):
     _, ((_, first), (_, second)) = job
     assert torch.equal(first["method.none"], second["method.none"]), "the ranks' weights differ"
     single = train_model(method_config("none", data), dataset=dataset)
@@ -62,7 +54,7 @@ def test_plain_training_on_two_processes_equals_one_process(job, data, dataset, 
 
 
 @pytest.mark.parametrize("method", METHODS.names())
-def test_every_method_trains_alike_on_two_processes(job, method, data, dataset, single_thread):
+def test_every_method_trains_alike_on_two_processes(job, method, data, dataset, one_thread):
     """Ranks hold the same weights; the first steps' losses are one process's (sign-gradient attacks
     turn rounding differences into whole steps later on)."""
     _, ((first_report, first), (second_report, second)) = job
@@ -74,7 +66,7 @@ def test_every_method_trains_alike_on_two_processes(job, method, data, dataset, 
     assert first_report["losses"][method][:3] == pytest.approx(expected, abs=2e-5)
 
 
-def test_guard_decisions_agree_across_ranks_and_with_one_process(job, data, dataset, single_thread):
+def test_guard_decisions_agree_across_ranks_and_with_one_process(job, data, dataset, one_thread):
     _, ((first, _), (second, _)) = job
     assert first["guard"] == second["guard"] and first["guard_history"] == second["guard_history"]
     single = train_model(guard_config(data), dataset=dataset)
@@ -85,7 +77,7 @@ def test_guard_decisions_agree_across_ranks_and_with_one_process(job, data, data
     assert first["guard"]["best_val_robust_accuracy"] == pytest.approx(single.guard["best_val_robust_accuracy"])
 
 
-def test_a_stop_seen_by_one_rank_saves_a_run_that_one_process_resumes(job, dataset, uninterrupted, single_thread):
+def test_a_stop_seen_by_one_rank_saves_a_run_that_one_process_resumes(job, dataset, uninterrupted, one_thread):
     out, ((first, _), (second, _)) = job
     assert first["stopped"] == {"interrupted": True, "iterations": STOP_AT, "saved": True, "has_state": True}
     assert second["stopped"] == {"interrupted": True, "iterations": STOP_AT, "saved": True, "has_state": False}

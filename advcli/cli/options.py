@@ -55,6 +55,8 @@ JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on std
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress on stderr (errors, warnings and results still show).")
 QueriesOpt = typer.Option(None, "--queries", help="Square's queries per sample (square and auto: default 1000; autoattack: 5000).")
 SeedOpt = typer.Option(0, "--seed", help="Random seed (shuffling, initialisation, random starts, subsets).")
+SplitOpt = typer.Option("test", "--split", help="train or test.")
+AttackBatchSizeOpt = typer.Option(500, "--batch-size", min=1, help="Samples attacked (or bounded) at once.")
 PrecisionOpt = typer.Option(
     PrecisionChoice("auto"), "--precision",
     help="Precision of attack gradients and training steps: auto (bf16 where the hardware has it natively, "

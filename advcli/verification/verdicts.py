@@ -111,19 +111,9 @@ class _Job:
     num_classes: int
     on_progress: Optional[Progress]
 
-    def advance(self, stage: str, total: int) -> Callable[[int], None]:
-        done = 0
-
-        def on_batch(count: int) -> None:
-            nonlocal done
-            done += count
-            if self.on_progress is not None:
-                self.on_progress(stage, done, total)
-
-        return on_batch
-
     def follow(self, stage: str, total: int) -> Optional[Callable[[int], None]]:
-        """The engine's ``on_progress(done)`` for `stage` (None: nobody follows)."""
+        """``on_progress(done)`` for `stage`, as the attack engine and the bounds report it (None:
+        nobody follows)."""
         on_progress = self.on_progress
         if on_progress is None:
             return None
@@ -152,7 +142,7 @@ def _bound(job: _Job, eps: float, rows: torch.Tensor) -> tuple[torch.Tensor, tor
     verified = torch.zeros(len(rows), dtype=torch.bool)
     margins = torch.zeros(len(rows), job.num_classes, dtype=torch.float64)
     recomputed = torch.zeros(len(rows), dtype=torch.bool)
-    on_batch = job.advance(f"{bounds.method} bounds eps={eps:g}", len(rows))
+    report = job.follow(f"{bounds.method} bounds eps={eps:g}", len(rows))
     options = dict(method=bounds.method, intermediate=bounds.resolved_intermediate, alpha_steps=bounds.alpha_steps)
     for start in range(0, len(rows), batch_size):
         chosen = slice(start, start + batch_size)
@@ -170,7 +160,8 @@ def _bound(job: _Job, eps: float, rows: torch.Tensor) -> tuple[torch.Tensor, tor
                 margins[start + near] = precise.lower.cpu()
                 recomputed[start + near] = True
                 verified[start + near] = precise.worst().cpu() > FLOAT64_MARGIN * scale[near]
-        on_batch(len(xb))
+        if report is not None:
+            report(start + len(xb))
     return verified, margins, recomputed
 
 

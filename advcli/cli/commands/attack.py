@@ -10,6 +10,7 @@ import typer
 from ..escaping import shown
 from ..failures import handles_errors
 from ..options import (
+    AttackBatchSizeOpt,
     AttackName,
     BackendName,
     BackendOpt,
@@ -36,6 +37,7 @@ from ..options import (
     RunsDirOpt,
     SeedOpt,
     SourceOpt,
+    SplitOpt,
     StdOpt,
     TrustPickledOpt,
     contract_settings,
@@ -69,10 +71,10 @@ def attack_command(
     convert: bool = ConvertOpt,
     trust_pickled_model: bool = TrustPickledOpt,
     data: Optional[str] = EvalDataOpt,
-    split: str = typer.Option("test", "--split", help="train or test."),
+    split: str = SplitOpt,
     samples: Optional[int] = typer.Option(None, "--samples", help="Attack a seeded random subset of this size."),
     seed: int = SeedOpt,
-    batch_size: int = typer.Option(500, "--batch-size", min=1),
+    batch_size: int = AttackBatchSizeOpt,
     device: DeviceChoice = DeviceOpt,
     precision: PrecisionChoice = PrecisionOpt,
     queries: Optional[int] = QueriesOpt,

@@ -9,6 +9,7 @@ import typer
 
 from ..failures import EXIT_THRESHOLD, EXIT_USAGE, handles_errors
 from ..options import (
+    AttackBatchSizeOpt,
     AttackName,
     BackendName,
     BackendOpt,
@@ -32,6 +33,7 @@ from ..options import (
     RunsDirOpt,
     SeedOpt,
     SourceOpt,
+    SplitOpt,
     StdOpt,
     TrustPickledOpt,
     contract_settings,
@@ -72,10 +74,10 @@ def eval_command(
     convert: bool = ConvertOpt,
     trust_pickled_model: bool = TrustPickledOpt,
     data: Optional[str] = EvalDataOpt,
-    split: str = typer.Option("test", "--split", help="train or test."),
+    split: str = SplitOpt,
     samples: Optional[int] = typer.Option(None, "--samples", help="Evaluate a seeded random subset of this size."),
     seed: int = SeedOpt,
-    batch_size: int = typer.Option(500, "--batch-size", min=1),
+    batch_size: int = AttackBatchSizeOpt,
     device: DeviceChoice = typer.Option(DeviceChoice("auto"), "--device", help="auto (CUDA when present), cpu or cuda; for ONNX files the onnxruntime execution provider too."),
     precision: PrecisionChoice = typer.Option(
         PrecisionChoice("auto"), "--precision",

@@ -211,6 +211,9 @@ def _train_with_progress(view: Any, config: "TrainConfig", dataset: Any, out_dir
         return train(config, out=out_dir, runs_dir=runs_dir, **common)
 
 
+EpochsOpt = typer.Option(30, "--epochs", min=1, help="Passes over the training data.")
+TrainBatchSizeOpt = typer.Option(100, "--batch-size", min=1, help="Mini-batch size (under torchrun, the global batch).")
+MomentumOpt = typer.Option(0.9, "--momentum", help="SGD momentum.")
 ResumeOpt = typer.Option(None, "--resume", help="Continue this interrupted run (into --out, default <RUN>-resumed) with its saved settings.")
 KeyedNoiseOpt = typer.Option(False, "--keyed-noise", help="Draw random starts per sample from (seed, iteration, sample index), as runs on several processes always do: the run then gives the same result on any number of processes.")
 SyncBnOpt = typer.Option(False, "--sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over the whole global batch (SyncBatchNorm) instead of each process's share.")
@@ -225,10 +228,10 @@ def train_command(
     data: str = DataOpt,
     arch: ModelName = ArchOpt,
     model: Optional[str] = DeprecatedModelOpt,
-    epochs: int = typer.Option(30, "--epochs", min=1),
-    batch_size: int = typer.Option(100, "--batch-size", min=1),
+    epochs: int = EpochsOpt,
+    batch_size: int = TrainBatchSizeOpt,
     lr: float = typer.Option(0.01, "--lr", help="Learning rate (SGD with momentum)."),
-    momentum: float = typer.Option(0.9, "--momentum"),
+    momentum: float = MomentumOpt,
     optimizer: OptimizerName = OptimizerOpt,
     lr_schedule: LrScheduleName = LrScheduleOpt,
     seed: int = SeedOpt,
@@ -279,10 +282,10 @@ def robust_train_command(
     data: str = DataOpt,
     arch: ModelName = ArchOpt,
     model: Optional[str] = DeprecatedModelOpt,
-    epochs: int = typer.Option(30, "--epochs", min=1),
-    batch_size: int = typer.Option(100, "--batch-size", min=1),
+    epochs: int = EpochsOpt,
+    batch_size: int = TrainBatchSizeOpt,
     lr: float = typer.Option(0.01, "--lr"),
-    momentum: float = typer.Option(0.9, "--momentum"),
+    momentum: float = MomentumOpt,
     optimizer: OptimizerName = OptimizerOpt,
     lr_schedule: LrScheduleName = LrScheduleOpt,
     seed: int = SeedOpt,

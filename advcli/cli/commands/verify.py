@@ -11,6 +11,7 @@ import typer
 from ...errors import AdvcliError, OutputError
 from ..failures import EXIT_THRESHOLD, EXIT_USAGE, handles_errors
 from ..options import (
+    AttackBatchSizeOpt,
     AttackName,
     BoundMethodName,
     ChannelOrderChoice,
@@ -31,6 +32,7 @@ from ..options import (
     QuietOpt,
     RunsDirOpt,
     SeedOpt,
+    SplitOpt,
     StdOpt,
     contract_settings,
 )
@@ -59,10 +61,10 @@ def verify_command(
     channel_order: ChannelOrderChoice = ChannelOrderOpt,
     class_names: Optional[str] = ClassNamesOpt,
     data: Optional[str] = EvalDataOpt,
-    split: str = typer.Option("test", "--split", help="train or test."),
+    split: str = SplitOpt,
     samples: Optional[int] = typer.Option(None, "--samples", help="Verify a seeded random subset of this size."),
     seed: int = SeedOpt,
-    batch_size: int = typer.Option(500, "--batch-size", min=1),
+    batch_size: int = AttackBatchSizeOpt,
     device: DeviceChoice = typer.Option(DeviceChoice("auto"), "--device", help="auto (CUDA when present), cpu or cuda."),
     precision: PrecisionChoice = typer.Option(
         PrecisionChoice("auto"), "--precision",
